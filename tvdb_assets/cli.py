@@ -1,0 +1,136 @@
+"""`tvdb`: ingest documents, search them, and see the pipeline's state."""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
+
+
+def _progress(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // total if total else width
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} documents")
+    if done >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from tvdb_assets import dagster_env
+
+    dagster_env.prepare()
+    import dagster as dg
+
+    from tvdb_assets import runner
+    from tvdb_assets.definitions import defs
+
+    with dg.DagsterInstance.get() as instance:
+        summary = runner.ingest(
+            [Path(p) for p in args.paths], instance, defs, args.batch_size, _progress
+        )
+    rate = summary.ingested / summary.seconds if summary.seconds else 0.0
+    print(
+        f"{summary.files} files: {summary.new} new, {summary.changed} changed, "
+        f"{summary.unchanged} unchanged; {summary.ingested} ingested into {summary.chunks} "
+        f"chunks ({summary.tokens} tokens) in {summary.seconds:.1f} s ({rate:.1f} docs/s), "
+        f"{len(summary.runs)} run(s)"
+    )
+    for error in summary.errors:
+        print(f"failed: {error.path}: {error.reason}")
+    for run_id in summary.failed_runs:
+        print(f"run failed: {run_id} (see the Dagster UI or `dagster run` logs)")
+    return 1 if summary.errors or summary.failed_runs else 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from tvdb_assets.lib.search import search
+
+    for hit in search(args.query, args.k):
+        print(
+            json.dumps(
+                {
+                    "score": round(hit.score, 4),
+                    "document": hit.document,
+                    "heading_path": list(hit.heading_path),
+                    "pages": [hit.page_start, hit.page_end] if hit.page_start else None,
+                    "text": hit.text[: args.snippet],
+                },
+                ensure_ascii=False,
+            )
+        )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from tvdb_assets.lib import status
+
+    print(status.render())
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """Start `dagster dev` on the embedded database, with the samples in the inbox."""
+    from tvdb_assets import dagster_env
+    from tvdb_assets.lib import settings
+    from tvdb_assets.runner import copy_into_inbox
+
+    dagster_env.prepare()
+    inbox = settings.uploads_dir()
+    inbox.mkdir(parents=True, exist_ok=True)
+    if SAMPLES.is_dir():
+        copy_into_inbox([SAMPLES], inbox)
+    command = [
+        str(Path(sys.executable).with_name("dagster")), "dev",
+        "-h", args.host, "-p", str(args.port), "-m", "tvdb_assets.definitions",
+    ]  # fmt: skip
+    print(f"inbox: {inbox}\nUI: http://{args.host}:{args.port}", flush=True)
+
+    def default_sigint() -> None:
+        # A process started in the background by a script ignores SIGINT; dagster dev needs
+        # it to shut down its webserver and daemon cleanly.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    child = subprocess.Popen(command, preexec_fn=default_sigint, env=os.environ.copy())
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        return child.wait()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tvdb", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ingest = sub.add_parser("ingest", help="copy files into the inbox and ingest them now")
+    ingest.add_argument("paths", nargs="+", help="files or directories")
+    ingest.add_argument("--batch-size", type=int, default=None, help="documents per run")
+    ingest.set_defaults(func=cmd_ingest)
+
+    search = sub.add_parser("search", help="semantic search; prints JSON lines")
+    search.add_argument("query")
+    search.add_argument("-k", type=int, default=5, help="number of results")
+    search.add_argument("--snippet", type=int, default=300, help="characters of text shown")
+    search.set_defaults(func=cmd_search)
+
+    status = sub.add_parser("status", help="counts per table and open ingest errors")
+    status.set_defaults(func=cmd_status)
+
+    dev = sub.add_parser("dev", help="run dagster dev on the embedded database (make dev)")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.set_defaults(func=cmd_dev)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""The one `Definitions` of tvdb-assets, assembled explicitly from the defs modules."""
+
+import dagster as dg
+
+from tvdb_assets.defs.assets.indexing import chunks, embeddings
+from tvdb_assets.defs.assets.ingestion import parsed_documents, uploads
+from tvdb_assets.defs.resources import default_resources
+from tvdb_assets.defs.sensors import inbox_sensor, ingest_job
+
+defs = dg.Definitions(
+    assets=[uploads, parsed_documents, chunks, embeddings],
+    jobs=[ingest_job],
+    sensors=[inbox_sensor],
+    resources=default_resources(),
+    # Each run already covers a whole batch; a process per step would only add start-up.
+    executor=dg.in_process_executor,
+)

@@ -1,0 +1,51 @@
+"""What every batch asset does around its work: per-document outcomes and cheap bookkeeping."""
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+
+from tvdb_assets.lib.store.dead_letters import IngestError
+
+_pooled: set[int] = set()
+
+
+def pool_event_connections(context: dg.AssetExecutionContext) -> None:
+    """Hold the instance's storage connections open for the rest of this process.
+
+    A batch run writes events for hundreds of partitions; without pooling every event write
+    opens a fresh database connection.
+    """
+    instance = context.instance
+    if id(instance) not in _pooled:
+        instance.optimize_for_webserver(statement_timeout=60_000, pool_recycle=3600, max_overflow=4)
+        _pooled.add(id(instance))
+
+
+def report_ok(
+    context: dg.AssetExecutionContext, partition_key: str, metadata: Mapping[str, Any]
+) -> None:
+    context.add_asset_metadata({"status": "ok", **metadata}, partition_key=partition_key)
+
+
+def report_failed(context: dg.AssetExecutionContext, error: IngestError) -> None:
+    """One document's failure shows on its own partition; the run and the others go on."""
+    context.log.warning(f"{error.path}: {error.reason}")
+    context.add_asset_metadata(
+        {"status": "failed", "error": f"{error.path}: {error.reason}", "stage": error.stage},
+        partition_key=error.partition_key,
+    )
+
+
+def report_skipped(context: dg.AssetExecutionContext, partition_key: str, why: str) -> None:
+    context.add_asset_metadata({"status": "skipped", "reason": why}, partition_key=partition_key)
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return round(time.perf_counter() - self.started, 3)

@@ -1,0 +1,136 @@
+"""Parsed documents become chunks, and chunks become vectors in pgvector."""
+
+from collections.abc import Sequence
+
+import dagster as dg
+import psycopg
+
+from tvdb_assets.defs.assets.batch import (
+    Timer,
+    pool_event_connections,
+    report_ok,
+    report_skipped,
+)
+from tvdb_assets.defs.assets.ingestion import parsed_documents
+from tvdb_assets.defs.partitions import documents_partitions
+from tvdb_assets.defs.resources import EmbedderResource, PostgresResource
+from tvdb_assets.lib import stages
+from tvdb_assets.lib.store import chunks as chunk_store
+from tvdb_assets.lib.store import dead_letters, documents, vectors
+
+
+class ChunkingConfig(dg.Config):
+    """How documents are cut; changing it re-chunks (and re-embeds only new text)."""
+
+    max_tokens: int = 512
+    overlap_tokens: int = 64
+
+
+def _split_failed(
+    context: dg.AssetExecutionContext, conn: psycopg.Connection, keys: Sequence[str]
+) -> list[str]:
+    """The keys to work on; documents that failed upstream are reported as skipped."""
+    failed = {e.partition_key: e for e in dead_letters.open_errors(conn, keys)}
+    for key, error in failed.items():
+        report_skipped(context, key, f"{error.stage} failed: {error.reason}")
+    return [k for k in keys if k not in failed]
+
+
+@dg.asset(
+    partitions_def=documents_partitions,
+    deps=[parsed_documents],
+    group_name="indexing",
+    kinds={"python", "postgres"},
+    backfill_policy=dg.BackfillPolicy.single_run(),
+)
+def chunks(
+    context: dg.AssetExecutionContext, config: ChunkingConfig, database: PostgresResource
+) -> dg.MaterializeResult:
+    """Markdown cut into token-bounded chunks along its headings, with heading path and pages.
+
+    Chunk ids derive from (document, position, text hash): unchanged chunks keep their row
+    and their vector when a document is edited.
+    """
+    pool_event_connections(context)
+    timer = Timer()
+    settings = stages.ChunkSettings(config.max_tokens, config.overlap_tokens)
+    with database.connect() as conn:
+        keys = _split_failed(context, conn, context.partition_keys)
+        docs = list(documents.load(conn, keys))
+        for key in set(keys) - {d.partition_key for d in docs}:
+            report_skipped(context, key, "no parsed document")
+        per_doc = stages.chunk_batch(settings, docs)
+        rows = [row for doc_rows in per_doc for row in doc_rows]
+        with conn.transaction():
+            added, removed = chunk_store.replace(conn, [d.partition_key for d in docs], rows)
+
+    for doc, doc_rows in zip(docs, per_doc, strict=True):
+        tokens = [r.tokens for r in doc_rows]
+        report_ok(
+            context,
+            doc.partition_key,
+            {
+                "chunks": len(doc_rows),
+                "tokens": sum(tokens),
+                "max_chunk_tokens": max(tokens, default=0),
+                "first_chunk": dg.MetadataValue.md(doc_rows[0].text[:400] if doc_rows else ""),
+            },
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "batch_documents": len(docs),
+            "batch_chunks": len(rows),
+            "batch_tokens": sum(r.tokens for r in rows),
+            "batch_chunks_added": added,
+            "batch_chunks_removed": removed,
+            "batch_seconds": timer.seconds,
+        }
+    )
+
+
+@dg.asset(
+    partitions_def=documents_partitions,
+    deps=[chunks],
+    group_name="indexing",
+    kinds={"python", "pgvector"},
+    backfill_policy=dg.BackfillPolicy.single_run(),
+)
+def embeddings(
+    context: dg.AssetExecutionContext, embedder: EmbedderResource, database: PostgresResource
+) -> dg.MaterializeResult:
+    """One vector per chunk, from `embedding_cache` when the same text was embedded before."""
+    pool_event_connections(context)
+    timer = Timer()
+    client = embedder.client()
+    with database.connect() as conn:
+        keys = _split_failed(context, conn, context.partition_keys)
+        with conn.transaction():
+            report = stages.embed_batch(conn, client, keys)
+        totals = chunk_store.counts(conn, keys)
+        index = vectors.index_name(client.model, client.dims)
+
+    for key in keys:
+        count, tokens = totals.get(key, (0, 0))
+        report_ok(
+            context,
+            key,
+            {
+                "vectors": count,
+                "new_vectors": report.per_partition.get(key, 0),
+                "model": client.model,
+                "dims": client.dims,
+            },
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "model": client.model,
+            "dims": client.dims,
+            "index": index,
+            "batch_vectors_written": report.chunks,
+            "batch_cache_hits": report.from_cache,
+            "batch_texts_embedded": report.embedded_texts,
+            "batch_tokens_embedded": report.tokens,
+            "batch_embedding_calls": report.calls,
+            "batch_seconds": timer.seconds,
+        }
+    )

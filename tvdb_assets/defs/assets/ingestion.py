@@ -1,0 +1,99 @@
+"""Uploads become parsed markdown in `documents`."""
+
+from dataclasses import replace
+
+import dagster as dg
+
+from tvdb_assets.defs.assets.batch import (
+    Timer,
+    pool_event_connections,
+    report_failed,
+    report_ok,
+)
+from tvdb_assets.defs.partitions import documents_partitions
+from tvdb_assets.defs.resources import ParserResource, PostgresResource, UploadsResource
+from tvdb_assets.lib import stages
+from tvdb_assets.lib.store import dead_letters, documents, registry
+from tvdb_assets.lib.store.dead_letters import IngestError
+
+PREVIEW_CHARS = 600
+
+uploads = dg.AssetSpec(
+    "uploads",
+    description="The inbox itself: files users drop in. Watched by the sensor, never written.",
+    group_name="ingestion",
+    kinds={"filesystem"},
+    partitions_def=documents_partitions,
+)
+
+
+@dg.asset(
+    partitions_def=documents_partitions,
+    deps=[uploads],
+    group_name="ingestion",
+    kinds={"python", "postgres"},
+    backfill_policy=dg.BackfillPolicy.single_run(),
+)
+def parsed_documents(
+    context: dg.AssetExecutionContext,
+    parser: ParserResource,
+    upload_store: UploadsResource,
+    database: PostgresResource,
+) -> dg.MaterializeResult:
+    """Each upload parsed to markdown (PDF pages kept), one row per document in `documents`.
+
+    A document that cannot be parsed is recorded in `ingest_errors`, its partition's
+    metadata says `status: failed`, and every other document in the run goes on.
+    """
+    pool_event_connections(context)
+    timer = Timer()
+    keys = context.partition_keys
+    with database.connect() as conn:
+        files = registry.load(conn, keys)
+        unknown = [
+            IngestError(key, key, "read", "not in the inbox registry (was the upload deleted?)")
+            for key in keys
+            if key not in files
+        ]
+        outcomes = stages.parse_batch(
+            upload_store.client(), parser.client(), [files[k] for k in keys if k in files]
+        )
+        parsed = [o.document for o in outcomes if o.document is not None]
+        errors = [
+            replace(e, run_id=context.run.run_id)
+            for e in unknown + [o.error for o in outcomes if o.error is not None]
+        ]
+        with conn.transaction():
+            documents.replace(conn, parsed, context.run.run_id)
+            dead_letters.resolve(conn, [d.partition_key for d in parsed], ("read", "parse"))
+            dead_letters.record(conn, errors)
+
+    for outcome in outcomes:
+        if outcome.document is None:
+            continue
+        doc = outcome.document
+        report_ok(
+            context,
+            doc.partition_key,
+            {
+                "path": doc.path,
+                "bytes": doc.bytes,
+                "mime": doc.mime,
+                "parser": doc.parser,
+                "pages": doc.pages if doc.pages is not None else 0,
+                "characters": len(doc.markdown),
+                "parse_seconds": round(outcome.seconds, 4),
+                "preview": dg.MetadataValue.md(doc.markdown[:PREVIEW_CHARS]),
+            },
+        )
+    for error in errors:
+        report_failed(context, error)
+    return dg.MaterializeResult(
+        metadata={
+            "batch_documents": len(keys),
+            "batch_parsed": len(parsed),
+            "batch_failed": len(errors),
+            "batch_bytes": sum(d.bytes for d in parsed),
+            "batch_seconds": timer.seconds,
+        }
+    )

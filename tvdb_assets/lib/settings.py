@@ -1,0 +1,34 @@
+"""The environment contract, read in one place (see README "Configuration")."""
+
+import os
+from pathlib import Path
+from typing import Literal, cast
+
+Mode = Literal["mock", "real", "hybrid"]
+MODES: tuple[Mode, ...] = ("mock", "real", "hybrid")
+
+
+def home_dir() -> Path:
+    """Where the embedded database and the default Dagster instance live."""
+    return Path(os.environ.get("TVDB_HOME", ".tvdb")).resolve()
+
+
+def uploads_dir() -> Path:
+    return Path(os.environ.get("TVDB_UPLOADS_DIR", "data/uploads")).resolve()
+
+
+def dagster_home() -> Path:
+    return Path(os.environ.get("DAGSTER_HOME") or home_dir() / "dagster_home").resolve()
+
+
+def mode_from_env(variable: str) -> Mode:
+    """A resource's default mode; run config overrides it per run."""
+    value = os.environ.get(variable, "mock").strip().lower() or "mock"
+    if value not in MODES:
+        raise ValueError(f"{variable}={value!r} is not one of {', '.join(MODES)}")
+    return cast(Mode, value)
+
+
+def batch_size() -> int:
+    """Documents per run when the sensor or `tvdb ingest` launches bulk work."""
+    return int(os.environ.get("TVDB_BATCH_SIZE", "200"))

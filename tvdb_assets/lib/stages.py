@@ -1,0 +1,147 @@
+"""The pipeline's work on a batch of documents, free of Dagster.
+
+Each stage takes a whole batch, so the assets (and the benchmark's bare loop) do one
+transaction and one COPY per stage, and embedding requests are packed across documents.
+"""
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import psycopg
+
+from tvdb_assets.lib import workers
+from tvdb_assets.lib.chunking import chunk_markdown
+from tvdb_assets.lib.embedding import Embedder
+from tvdb_assets.lib.errors import DocumentError
+from tvdb_assets.lib.ids import chunk_id, sha256_text
+from tvdb_assets.lib.parsing import Parser
+from tvdb_assets.lib.store import vectors
+from tvdb_assets.lib.store.chunks import ChunkRow
+from tvdb_assets.lib.store.dead_letters import IngestError
+from tvdb_assets.lib.store.documents import DocumentRow
+from tvdb_assets.lib.store.registry import InboxFile
+from tvdb_assets.lib.uploads import UploadStore
+
+
+@dataclass(frozen=True, slots=True)
+class ParseOutcome:
+    file: InboxFile
+    document: DocumentRow | None
+    error: IngestError | None
+    seconds: float
+
+
+def _parse_one(uploads: UploadStore, parser: Parser, file: InboxFile) -> ParseOutcome:
+    started = time.perf_counter()
+    try:
+        data = uploads.read(file.path)
+    except OSError as exc:
+        error = IngestError(
+            file.partition_key, file.path, "read", f"cannot read upload ({exc.strerror})"
+        )
+        return ParseOutcome(file, None, error, time.perf_counter() - started)
+    try:
+        parsed = parser.parse(file.path, data)
+    except DocumentError as exc:
+        error = IngestError(file.partition_key, file.path, exc.stage, exc.reason, file.sha256)
+        return ParseOutcome(file, None, error, time.perf_counter() - started)
+    # The hash of the bytes actually parsed: the upload may have changed since it was listed.
+    sha = hashlib.sha256(data).hexdigest()
+    document = DocumentRow(
+        file.partition_key, file.path, sha, len(data), parsed.mime, parsed.parser,
+        parsed.pages, parsed.page_starts, parsed.markdown,
+    )  # fmt: skip
+    return ParseOutcome(file, document, None, time.perf_counter() - started)
+
+
+def parse_batch(
+    uploads: UploadStore, parser: Parser, files: Sequence[InboxFile]
+) -> list[ParseOutcome]:
+    """Parse every file; a bad one becomes an error outcome and never stops the others."""
+    work = partial(_parse_one, uploads, parser)
+    return list(workers.map_in_order(work, files, len(files)))
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkSettings:
+    max_tokens: int = 512
+    overlap_tokens: int = 64
+
+
+def _chunk_one(settings: ChunkSettings, document: DocumentRow) -> list[ChunkRow]:
+    pieces = chunk_markdown(
+        document.markdown,
+        page_starts=document.page_starts,
+        max_tokens=settings.max_tokens,
+        overlap_tokens=settings.overlap_tokens,
+    )
+    rows = []
+    for piece in pieces:
+        text_hash = sha256_text(piece.text)
+        rows.append(
+            ChunkRow(
+                chunk_id(document.partition_key, piece.ord, text_hash), document.partition_key,
+                piece.ord, piece.heading_path, piece.text, text_hash, piece.tokens,
+                piece.page_start, piece.page_end,
+            )  # fmt: skip
+        )
+    return rows
+
+
+def chunk_batch(settings: ChunkSettings, documents: Sequence[DocumentRow]) -> list[list[ChunkRow]]:
+    """Chunk each document (in document order), spread over processes for large batches."""
+    return list(workers.map_in_order(partial(_chunk_one, settings), documents, len(documents)))
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedReport:
+    chunks: int  # chunks that got a (new) vector
+    from_cache: int  # of which the vector came from embedding_cache
+    embedded_texts: int  # distinct texts sent to the embedder
+    tokens: int  # tokens sent to the embedder
+    calls: int  # requests the embedder made
+    per_partition: dict[str, int]
+
+
+def embed_batch(
+    conn: psycopg.Connection, embedder: Embedder, partition_keys: Sequence[str]
+) -> EmbedReport:
+    """Give every chunk of these partitions a vector of the embedder's model.
+
+    Vectors come from the cache when the same text was embedded before (in any document);
+    only the remaining distinct texts are sent, packed into requests across documents.
+    The caller holds the transaction, so a failure leaves the previous vectors in place.
+    """
+    model, dims = embedder.model, embedder.dims
+    pending = vectors.pending_chunks(conn, partition_keys, model, dims)
+    known = vectors.cached(conn, model, dims, (c.text_sha256 for c in pending))
+    missing: dict[str, tuple[str, int]] = {}
+    for c in pending:
+        if c.text_sha256 not in known:
+            missing.setdefault(c.text_sha256, (c.text, c.tokens))
+    calls_before = embedder.calls
+    fresh: dict[str, np.ndarray] = {}
+    if missing:
+        texts = [text for text, _ in missing.values()]
+        matrix = embedder.embed(texts, token_counts=[tokens for _, tokens in missing.values()])
+        fresh = dict(zip(missing, matrix, strict=True))
+        vectors.remember(conn, model, dims, fresh)
+    rows = [(c.id, c.partition_key, fresh.get(c.text_sha256, known.get(c.text_sha256)))
+            for c in pending]  # fmt: skip
+    vectors.write(conn, model, dims, [r for r in rows if r[2] is not None])  # type: ignore[misc]
+    per_partition: dict[str, int] = {}
+    for c in pending:
+        per_partition[c.partition_key] = per_partition.get(c.partition_key, 0) + 1
+    return EmbedReport(
+        chunks=len(pending),
+        from_cache=sum(1 for c in pending if c.text_sha256 in known),
+        embedded_texts=len(missing),
+        tokens=sum(tokens for _, tokens in missing.values()),
+        calls=embedder.calls - calls_before,
+        per_partition=per_partition,
+    )
+

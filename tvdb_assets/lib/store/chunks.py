@@ -1,0 +1,65 @@
+"""`chunks`: token-bounded pieces of each document, with stable content-derived ids."""
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import psycopg
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRow:
+    id: uuid.UUID
+    partition_key: str
+    ord: int
+    heading_path: tuple[str, ...]
+    text: str
+    text_sha256: str
+    tokens: int
+    page_start: int | None
+    page_end: int | None
+
+
+_COLUMNS = "id, partition_key, ord, heading_path, text, text_sha256, tokens, page_start, page_end"
+
+
+def replace(
+    conn: psycopg.Connection, partition_keys: Sequence[str], rows: Sequence[ChunkRow]
+) -> tuple[int, int]:
+    """Make these partitions' chunks exactly `rows`; return (added, removed).
+
+    Ids derive from content, so unchanged chunks keep their rows and their embeddings; only
+    chunks that are gone are deleted (their embeddings cascade) and only new ones inserted.
+    """
+    keys = list(partition_keys)
+    removed = conn.execute(
+        "DELETE FROM chunks WHERE partition_key = ANY(%s) AND NOT (id = ANY(%s))",
+        (keys, [r.id for r in rows]),
+    ).rowcount
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS incoming_chunks "
+        "(LIKE chunks INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
+    with conn.cursor() as cur:
+        with cur.copy(f"COPY incoming_chunks ({_COLUMNS}) FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row(
+                    (r.id, r.partition_key, r.ord, list(r.heading_path), r.text, r.text_sha256,
+                     r.tokens, r.page_start, r.page_end)
+                )  # fmt: skip
+        added = cur.execute(
+            f"INSERT INTO chunks ({_COLUMNS}) SELECT {_COLUMNS} FROM incoming_chunks "
+            "ON CONFLICT (id) DO NOTHING"
+        ).rowcount
+        cur.execute("TRUNCATE incoming_chunks")
+    return added, removed
+
+
+def counts(conn: psycopg.Connection, partition_keys: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """partition key -> (chunks, tokens)."""
+    rows = conn.execute(
+        "SELECT partition_key, count(*), coalesce(sum(tokens), 0) FROM chunks "
+        "WHERE partition_key = ANY(%s) GROUP BY partition_key",
+        (list(partition_keys),),
+    ).fetchall()
+    return {key: (n, tokens) for key, n, tokens in rows}

@@ -1,0 +1,62 @@
+"""`ingest_errors`, the dead-letter table: what could not be ingested, and why."""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+
+
+@dataclass(frozen=True, slots=True)
+class IngestError:
+    partition_key: str | None
+    path: str
+    stage: str
+    reason: str
+    sha256: str | None = None
+    run_id: str | None = None
+    at: datetime | None = None
+
+
+def record(conn: psycopg.Connection, errors: Iterable[IngestError]) -> None:
+    """Add errors; an open error of the same partition and stage is superseded."""
+    errors = list(errors)
+    if not errors:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            "UPDATE ingest_errors SET resolved_at = now() "
+            "WHERE partition_key = %s AND stage = %s AND resolved_at IS NULL",
+            [(e.partition_key, e.stage) for e in errors],
+        )
+        cur.executemany(
+            "INSERT INTO ingest_errors (run_id, partition_key, path, sha256, stage, reason) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            [(e.run_id, e.partition_key, e.path, e.sha256, e.stage, e.reason) for e in errors],
+        )
+
+
+def resolve(
+    conn: psycopg.Connection, partition_keys: Sequence[str], stages: Sequence[str]
+) -> None:
+    """Close the open errors of documents that have now passed these stages."""
+    conn.execute(
+        "UPDATE ingest_errors SET resolved_at = now() "
+        "WHERE partition_key = ANY(%s) AND stage = ANY(%s) AND resolved_at IS NULL",
+        (list(partition_keys), list(stages)),
+    )
+
+
+def open_errors(
+    conn: psycopg.Connection, partition_keys: Sequence[str] | None = None
+) -> list[IngestError]:
+    query = (
+        "SELECT partition_key, path, stage, reason, sha256, run_id, at FROM ingest_errors "
+        "WHERE resolved_at IS NULL"
+    )
+    params: tuple[object, ...] = ()
+    if partition_keys is not None:
+        query += " AND partition_key = ANY(%s)"
+        params = (list(partition_keys),)
+    rows = conn.execute(query + " ORDER BY at, id", params).fetchall()
+    return [IngestError(*row) for row in rows]

@@ -1,0 +1,59 @@
+"""`documents`: each upload's parsed markdown, one row per partition."""
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import psycopg
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentRow:
+    partition_key: str
+    path: str
+    sha256: str
+    bytes: int
+    mime: str
+    parser: str
+    pages: int | None
+    page_starts: tuple[int, ...]
+    markdown: str
+
+
+_COLUMNS = "partition_key, path, sha256, bytes, mime, parser, pages, page_starts, markdown"
+
+
+def replace(conn: psycopg.Connection, rows: Sequence[DocumentRow], run_id: str | None) -> None:
+    """Replace these partitions' rows with one DELETE and one COPY (caller holds the tx)."""
+    if not rows:
+        return
+    conn.execute(
+        "DELETE FROM documents WHERE partition_key = ANY(%s)", ([r.partition_key for r in rows],)
+    )
+    with (
+        conn.cursor() as cur,
+        cur.copy(f"COPY documents ({_COLUMNS}, run_id) FROM STDIN") as copy,
+    ):
+        for r in rows:
+            copy.write_row(
+                (r.partition_key, r.path, r.sha256, r.bytes, r.mime, r.parser, r.pages,
+                 list(r.page_starts), r.markdown, run_id)
+            )  # fmt: skip
+
+
+def load(conn: psycopg.Connection, partition_keys: Sequence[str]) -> Iterator[DocumentRow]:
+    """Stream the documents of these partitions (server-side cursor: markdown can be large)."""
+    with conn.cursor(name="load_documents") as cur:
+        cur.itersize = 50
+        cur.execute(
+            f"SELECT {_COLUMNS} FROM documents WHERE partition_key = ANY(%s) "
+            "ORDER BY partition_key",
+            (list(partition_keys),),
+        )
+        for row in cur:
+            *head, page_starts, markdown = row
+            yield DocumentRow(*head, tuple(page_starts), markdown)
+
+
+def known_hashes(conn: psycopg.Connection) -> dict[str, str]:
+    """partition key -> sha256 of the content that was last parsed."""
+    return dict(conn.execute("SELECT partition_key, sha256 FROM documents").fetchall())

@@ -1,0 +1,147 @@
+"""The pipeline's tables, created and migrated idempotently, with the version recorded."""
+
+import re
+
+import psycopg
+from psycopg import sql
+
+# Append only: each entry moves the schema from the previous version to its own.
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+        CREATE EXTENSION IF NOT EXISTS vector;
+
+        -- What the inbox held when last looked at, and the content a run was asked for.
+        CREATE TABLE inbox_files (
+            partition_key    text PRIMARY KEY,
+            path             text NOT NULL UNIQUE,
+            bytes            bigint NOT NULL,
+            mtime_ns         bigint NOT NULL,
+            sha256           text NOT NULL,
+            requested_sha256 text,
+            seen_at          timestamptz NOT NULL DEFAULT now()
+        );
+
+        CREATE TABLE documents (
+            partition_key text PRIMARY KEY,
+            path          text NOT NULL,
+            sha256        text NOT NULL,
+            bytes         bigint NOT NULL,
+            mime          text NOT NULL,
+            parser        text NOT NULL,
+            pages         integer,
+            page_starts   integer[] NOT NULL DEFAULT '{}',
+            markdown      text NOT NULL,
+            run_id        text,
+            parsed_at     timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX documents_sha256_idx ON documents (sha256);
+
+        CREATE TABLE chunks (
+            id            uuid PRIMARY KEY,
+            partition_key text NOT NULL,
+            ord           integer NOT NULL,
+            heading_path  text[] NOT NULL,
+            text          text NOT NULL,
+            text_sha256   text NOT NULL,
+            tokens        integer NOT NULL,
+            page_start    integer,
+            page_end      integer
+        );
+        CREATE INDEX chunks_partition_idx ON chunks (partition_key, ord);
+
+        -- One vector per chunk; HNSW indexes are partial per (model, dims), see vector_index.
+        CREATE TABLE embeddings (
+            chunk_id      uuid PRIMARY KEY REFERENCES chunks (id) ON DELETE CASCADE,
+            partition_key text NOT NULL,
+            model         text NOT NULL,
+            dims          integer NOT NULL,
+            embedding     vector NOT NULL,
+            fallback      boolean NOT NULL DEFAULT false,
+            embedded_at   timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX embeddings_partition_idx ON embeddings (partition_key);
+
+        -- Text already embedded is never embedded again, whichever document it is in.
+        CREATE TABLE embedding_cache (
+            model       text NOT NULL,
+            dims        integer NOT NULL,
+            text_sha256 text NOT NULL,
+            embedding   vector NOT NULL,
+            created_at  timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (model, dims, text_sha256)
+        );
+
+        -- The dead-letter table: one row per document that could not be ingested.
+        CREATE TABLE ingest_errors (
+            id            bigserial PRIMARY KEY,
+            at            timestamptz NOT NULL DEFAULT now(),
+            run_id        text,
+            partition_key text,
+            path          text NOT NULL,
+            sha256        text,
+            stage         text NOT NULL,
+            reason        text NOT NULL,
+            resolved_at   timestamptz
+        );
+        CREATE INDEX ingest_errors_open_idx ON ingest_errors (partition_key)
+            WHERE resolved_at IS NULL;
+        """,
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+def migrate(conn: psycopg.Connection) -> int:
+    """Bring the schema to LATEST_VERSION; safe to call from many processes at once."""
+    with conn.transaction():
+        # Serialises concurrent start-ups (webserver, daemon, run workers, CLI).
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('tvdb_assets.migrate'))")
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_version (
+                   version    integer PRIMARY KEY,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+        current = row[0] if row else 0
+        for version, statements in MIGRATIONS:
+            if version > current:
+                conn.execute(statements.encode())
+                conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+    return LATEST_VERSION
+
+
+# pgvector's HNSW takes up to 2,000 dims of `vector` and 4,000 of `halfvec`.
+_HNSW_VECTOR_MAX_DIMS = 2000
+
+
+def vector_cast(dims: int) -> str:
+    """The expression type the (model, dims) HNSW index is built on and queries must use."""
+    return f"vector({dims})" if dims <= _HNSW_VECTOR_MAX_DIMS else f"halfvec({dims})"
+
+
+def index_name(model: str, dims: int) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "_", model.lower()).strip("_")[:40]
+    return f"embeddings_hnsw_{slug}_{dims}"
+
+
+def ensure_vector_index(conn: psycopg.Connection, model: str, dims: int) -> str:
+    """A partial HNSW (cosine) index for one model and dims: HNSW needs fixed dimensions."""
+    name = index_name(model, dims)
+    cast = vector_cast(dims)
+    ops = "vector_cosine_ops" if cast.startswith("vector") else "halfvec_cosine_ops"
+    conn.execute(
+        sql.SQL(
+            "CREATE INDEX IF NOT EXISTS {name} ON embeddings USING hnsw "
+            "((embedding::{cast}) {ops}) WHERE model = {model} AND dims = {dims}"
+        ).format(
+            name=sql.Identifier(name),
+            cast=sql.SQL(cast),
+            ops=sql.SQL(ops),
+            model=sql.Literal(model),
+            dims=sql.Literal(dims),
+        )
+    )
+    return name

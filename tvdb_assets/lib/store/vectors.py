@@ -1,0 +1,135 @@
+"""`embeddings` and `embedding_cache`: vectors per chunk, and per (model, text) once."""
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from tvdb_assets.lib.store.schema import ensure_vector_index, index_name, vector_cast
+
+__all__ = ["index_name"]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingChunk:
+    """A chunk that has no vector of the configured model yet."""
+
+    id: uuid.UUID
+    partition_key: str
+    text: str
+    text_sha256: str
+    tokens: int
+
+
+def pending_chunks(
+    conn: psycopg.Connection, partition_keys: Sequence[str], model: str, dims: int
+) -> list[PendingChunk]:
+    rows = conn.execute(
+        """SELECT c.id, c.partition_key, c.text, c.text_sha256, c.tokens
+             FROM chunks c LEFT JOIN embeddings e ON e.chunk_id = c.id
+            WHERE c.partition_key = ANY(%s)
+              AND (e.chunk_id IS NULL OR e.model <> %s OR e.dims <> %s OR e.fallback)
+            ORDER BY c.partition_key, c.ord""",
+        (list(partition_keys), model, dims),
+    ).fetchall()
+    return [PendingChunk(*row) for row in rows]
+
+
+def cached(
+    conn: psycopg.Connection, model: str, dims: int, text_hashes: Iterable[str]
+) -> dict[str, np.ndarray]:
+    rows = conn.execute(
+        "SELECT text_sha256, embedding FROM embedding_cache "
+        "WHERE model = %s AND dims = %s AND text_sha256 = ANY(%s)",
+        (model, dims, list(set(text_hashes))),
+    ).fetchall()
+    return {text_hash: vector for text_hash, vector in rows}
+
+
+def _copy_vectors(
+    conn: psycopg.Connection, table: str, columns: Sequence[str], rows: Iterable[tuple]
+) -> None:
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def remember(
+    conn: psycopg.Connection, model: str, dims: int, vectors: dict[str, np.ndarray]
+) -> None:
+    """Add freshly paid-for vectors to the cache (another run may have added some first)."""
+    if not vectors:
+        return
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS incoming_cache "
+        "(LIKE embedding_cache INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
+    _copy_vectors(
+        conn,
+        "incoming_cache",
+        ("model", "dims", "text_sha256", "embedding"),
+        ((model, dims, text_hash, vector) for text_hash, vector in vectors.items()),
+    )
+    conn.execute(
+        "INSERT INTO embedding_cache SELECT * FROM incoming_cache ON CONFLICT DO NOTHING"
+    )
+    conn.execute("TRUNCATE incoming_cache")
+
+
+def write(
+    conn: psycopg.Connection,
+    model: str,
+    dims: int,
+    rows: Sequence[tuple[uuid.UUID, str, np.ndarray]],
+    fallback: bool = False,
+) -> None:
+    """Store (chunk id, partition key, vector) rows, replacing any older vector of a chunk."""
+    if not rows:
+        return
+    ensure_vector_index(conn, model, dims)
+    conn.execute("DELETE FROM embeddings WHERE chunk_id = ANY(%s)", ([r[0] for r in rows],))
+    _copy_vectors(
+        conn,
+        "embeddings",
+        ("chunk_id", "partition_key", "model", "dims", "embedding", "fallback"),
+        ((chunk, key, model, dims, vector, fallback) for chunk, key, vector in rows),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    score: float
+    document: str
+    partition_key: str
+    heading_path: tuple[str, ...]
+    page_start: int | None
+    page_end: int | None
+    text: str
+
+
+def nearest(
+    conn: psycopg.Connection, query: np.ndarray, model: str, dims: int, k: int
+) -> list[SearchHit]:
+    """The k chunks nearest to `query` among vectors of this one model (never mixed)."""
+    cast = sql.SQL(vector_cast(dims))
+    statement = sql.SQL(
+        """SELECT 1 - (e.embedding::{cast} <=> %(q)s::{cast}) AS score, d.path,
+                  c.partition_key, c.heading_path, c.page_start, c.page_end, c.text
+             FROM embeddings e
+             JOIN chunks c ON c.id = e.chunk_id
+             JOIN documents d ON d.partition_key = c.partition_key
+            WHERE e.model = %(model)s AND e.dims = %(dims)s
+            ORDER BY e.embedding::{cast} <=> %(q)s::{cast}
+            LIMIT %(k)s"""
+    ).format(cast=cast)
+    rows = conn.execute(statement, {"q": query, "model": model, "dims": dims, "k": k}).fetchall()
+    return [
+        SearchHit(float(score), path, key, tuple(heading), start, end, text)
+        for score, path, key, heading, start, end, text in rows
+    ]

@@ -1,0 +1,116 @@
+"""What the inbox holds now versus what is known, and the runs that would bring them together.
+
+Shared by the sensor and `tvdb ingest`, so both decide alike: only content whose hash
+changed is ingested, and bulk work goes as runs over contiguous ranges of partition keys.
+"""
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import psycopg
+
+from tvdb_assets.lib.ids import partition_key_for
+from tvdb_assets.lib.store import registry
+from tvdb_assets.lib.store.registry import InboxFile
+from tvdb_assets.lib.uploads import UploadInfo, UploadStore
+
+
+@dataclass
+class InboxChanges:
+    added: list[InboxFile] = field(default_factory=list)
+    changed: list[InboxFile] = field(default_factory=list)
+    touched: list[InboxFile] = field(default_factory=list)  # new mtime, same content
+    removed: list[InboxFile] = field(default_factory=list)
+
+    @property
+    def to_ingest(self) -> list[InboxFile]:
+        return self.added + self.changed
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.changed or self.touched or self.removed)
+
+
+def fingerprint(listing: Sequence[UploadInfo]) -> str:
+    """A digest of the listing: an unchanged inbox is recognised without touching the database."""
+    digest = hashlib.sha256()
+    for info in sorted(listing, key=lambda i: i.path):
+        digest.update(f"{info.path}\0{info.bytes}\0{info.mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def diff(
+    uploads: UploadStore, listing: Sequence[UploadInfo], known: dict[str, InboxFile]
+) -> InboxChanges:
+    """Compare a listing with the registry; only files whose size or mtime moved are hashed."""
+    changes = InboxChanges()
+    for info in sorted(listing, key=lambda i: i.path):
+        old = known.get(info.path)
+        if old and (old.bytes, old.mtime_ns) == (info.bytes, info.mtime_ns):
+            continue
+        sha = uploads.sha256(info.path)
+        seen = InboxFile(
+            partition_key_for(info.path), info.path, info.bytes, info.mtime_ns, sha, sha
+        )
+        if old is None:
+            changes.added.append(seen)
+        elif old.sha256 != sha:
+            changes.changed.append(seen)
+        else:
+            changes.touched.append(replace(seen, requested_sha256=old.requested_sha256))
+    listed = {info.path for info in listing}
+    changes.removed = [f for path, f in known.items() if path not in listed]
+    return changes
+
+
+def refresh(
+    conn: psycopg.Connection, uploads: UploadStore, listing: Sequence[UploadInfo]
+) -> InboxChanges:
+    """Diff the listing against the registry, store what was seen and retire what is gone.
+
+    One locked transaction, so the sensor and `tvdb ingest` never both claim a change.
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('tvdb_assets.inbox'))")
+        changes = diff(uploads, listing, registry.load_all(conn))
+        registry.upsert(conn, changes.added + changes.changed + changes.touched)
+        if changes.removed:
+            registry.retire(conn, [f.partition_key for f in changes.removed])
+    return changes
+
+
+@dataclass(frozen=True)
+class PartitionPlan:
+    """Dynamic-partition edits (retire, then move, then add), then one run per batch."""
+
+    retire_keys: list[str]  # registered, but the upload is gone
+    move_keys: list[str]  # changed documents re-registered at the end of the key order
+    new_keys: list[str]
+    batches: list[list[str]]
+
+
+def plan_partitions(
+    existing_keys: Sequence[str],
+    changes: InboxChanges,
+    batch_size: int,
+) -> PartitionPlan:
+    """Lay out keys so that every document to ingest sits in one contiguous stretch.
+
+    New documents are appended at the end of the key order. Changed documents that are not
+    already a contiguous stretch at the end are re-registered there, so one range run (or a
+    few, by batch size) covers them instead of one run per document.
+    """
+    if batch_size < 1:
+        raise ValueError("batch size must be at least 1")
+    removed = {f.partition_key for f in changes.removed}
+    present = set(existing_keys) - removed
+    new_keys = [f.partition_key for f in changes.added if f.partition_key not in present]
+    changed = {f.partition_key for f in changes.to_ingest} - set(new_keys)
+
+    order = [k for k in existing_keys if k not in removed]
+    tail = order[len(order) - len(changed) :] if changed else []
+    move = sorted(changed) if set(tail) != changed else []
+    stretch = (move or tail) + new_keys
+    batches = [stretch[i : i + batch_size] for i in range(0, len(stretch), batch_size)]
+    retire = [k for k in existing_keys if k in removed]
+    return PartitionPlan(retire, move, new_keys, batches)

@@ -1,0 +1,29 @@
+"""Where uploads come from: a local inbox today, an S3-compatible bucket later."""
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class UploadInfo:
+    """What a cheap listing tells about one upload, before its content is read."""
+
+    path: str  # relative, "/"-separated
+    bytes: int
+    mtime_ns: int
+
+
+class UploadStore(ABC):
+    """Read-only access to uploads: the pipeline never modifies or deletes them."""
+
+    location: str
+
+    @abstractmethod
+    def list(self) -> Iterator[UploadInfo]: ...
+
+    @abstractmethod
+    def read(self, path: str) -> bytes: ...
+
+    @abstractmethod
+    def sha256(self, path: str) -> str: ...

@@ -1,0 +1,79 @@
+"""The inbox sensor, evaluated as the daemon would, with Dagster's test utilities."""
+
+import dagster as dg
+
+from tvdb_assets.definitions import defs
+from tvdb_assets.defs.partitions import DOCUMENTS, RANGE_END_TAG, RANGE_START_TAG
+from tvdb_assets.defs.resources import PostgresResource, UploadsResource
+from tvdb_assets.defs.sensors import inbox_sensor
+from tvdb_assets.lib.ids import partition_key_for
+from tvdb_assets_tests.conftest import Project
+
+RESOURCES = {"upload_store": UploadsResource(), "database": PostgresResource()}
+
+
+def tick(instance: dg.DagsterInstance, cursor: str | None):
+    context = dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        resources=RESOURCES,
+        instance_ref=instance.get_ref(),
+        definitions=defs,
+    )
+    result = inbox_sensor.evaluate_tick(context)
+    # The daemon applies partition requests; a test applies them itself.
+    for request in result.dynamic_partitions_requests or []:
+        if isinstance(request, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(DOCUMENTS, list(request.partition_keys))
+        else:
+            for key in request.partition_keys:
+                instance.delete_dynamic_partition(DOCUMENTS, key)
+    return result
+
+
+def test_new_files_become_partitions_and_batch_runs(project: Project, instance, monkeypatch):
+    monkeypatch.setenv("TVDB_BATCH_SIZE", "2")
+    paths = ["a.md", "b.md", "docs/c.md"]
+    for path in paths:
+        project.write(path, f"# {path}\n\nSome text about {path}.\n")
+    keys = [partition_key_for(p) for p in paths]
+
+    result = tick(instance, None)
+
+    (added,) = result.dynamic_partitions_requests
+    assert isinstance(added, dg.AddDynamicPartitionsRequest)
+    assert list(added.partition_keys) == keys
+    first, second = result.run_requests
+    assert (first.tags[RANGE_START_TAG], first.tags[RANGE_END_TAG]) == (keys[0], keys[1])
+    assert second.partition_key == keys[2]
+    assert instance.get_dynamic_partitions(DOCUMENTS) == keys
+
+    idle = tick(instance, result.cursor)
+    assert idle.run_requests == [] and idle.skip_message
+
+
+def test_changed_files_rerun_and_deleted_files_retire(project: Project, instance):
+    for path in ["a.md", "b.md", "c.md"]:
+        project.write(path, f"# {path}\n\nText of {path}.\n")
+    first = tick(instance, None)
+    for run in first.run_requests:
+        defs.resolve_job_def("ingest").execute_in_process(instance=instance, tags=run.tags)
+    assert project.scalar("SELECT count(*) FROM documents") == 3
+
+    project.write("a.md", "# a.md\n\nNew text of a.\n")
+    (project.inbox / "c.md").unlink()
+    touched = project.write("b.md", "# b.md\n\nText of b.md.\n")  # same content, new mtime
+    assert touched.exists()
+
+    result = tick(instance, first.cursor)
+
+    a, b, c = (partition_key_for(p) for p in ["a.md", "b.md", "c.md"])
+    (deleted,) = result.dynamic_partitions_requests
+    assert isinstance(deleted, dg.DeleteDynamicPartitionsRequest)
+    assert list(deleted.partition_keys) == [c]
+    (run,) = result.run_requests
+    assert run.partition_key == a
+    assert instance.get_dynamic_partitions(DOCUMENTS) == [b, a]  # a moved to the end
+    assert project.scalar("SELECT count(*) FROM documents WHERE partition_key = %s", c) == 0
+    assert project.scalar("SELECT count(*) FROM chunks WHERE partition_key = %s", c) == 0
+    assert project.scalar("SELECT count(*) FROM inbox_files") == 2

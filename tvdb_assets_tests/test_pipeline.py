@@ -1,0 +1,205 @@
+"""End to end in mock mode: uploads become documents, chunks and vectors in Postgres."""
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from tvdb_assets.definitions import defs
+from tvdb_assets.lib.search import search
+from tvdb_assets_tests.conftest import Project
+from tvdb_assets_tests.corpus import write_bad_files, write_encoded_files, write_pdf
+from tvdb_assets import runner
+
+GRINDING = " ".join(
+    f"Grind the beans fine, like powdered sugar, right before brewing cup {i}." for i in range(8)
+)
+GUIDE = f"""# Espresso guide
+
+## Grinding
+
+{GRINDING}
+
+## Tamping
+
+Tamp with thirty pounds of pressure, level and firm. A tamper of the right diameter seals
+the basket edge, so water cannot channel around the puck. Polish the surface with a twist.
+Check that the puck sits level by looking across the rim; a tilted puck brews unevenly,
+sour on one side and bitter on the other. Clean the rim before locking in the portafilter.
+"""
+
+HTML = """<html><head><title>Glacier trekking</title></head><body>
+<h1>Glacier trekking</h1><p>Crampons and an ice axe are mandatory on the glacier.</p>
+<ul><li>helmet</li><li>harness</li></ul>
+<pre><code>rope --length 60m</code></pre>
+</body></html>"""
+
+
+def write_corpus(source: Path) -> None:
+    (source / "guides").mkdir(parents=True)
+    (source / "guides" / "espresso.md").write_text(GUIDE, encoding="utf-8")
+    (source / "trek.html").write_text(HTML, encoding="utf-8")
+    (source / "notes.txt").write_text(
+        "Sourdough starter needs feeding twice a day with rye flour.\n", encoding="utf-8"
+    )
+    write_pdf(
+        source / "manual.pdf",
+        ["Volcano observatory manual. Seismographs record tremors.",
+         "Page two describes lava sampling with heat suits."],
+    )  # fmt: skip
+
+
+def ingest(source: Path, instance: dg.DagsterInstance) -> runner.IngestSummary:
+    return runner.ingest([source], instance, defs, batch_size=200)
+
+
+def table_count(project: Project, table: str) -> int:
+    return int(project.scalar(f"SELECT count(*) FROM {table}"))  # type: ignore[arg-type]
+
+
+def latest_metadata(instance: dg.DagsterInstance, asset: str, key: str) -> dict:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]), limit=1
+    ).records
+    assert records and records[0].asset_materialization is not None
+    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+
+
+def test_corpus_ingests_with_one_vector_per_chunk(project: Project, instance, tmp_path):
+    source = tmp_path / "kb"
+    write_corpus(source)
+    summary = ingest(source, instance)
+
+    assert (summary.files, summary.new, summary.ingested, summary.errors) == (4, 4, 4, [])
+    assert len(summary.runs) == 1  # one batch run for the whole corpus
+    assert table_count(project, "documents") == 4
+    chunks = table_count(project, "chunks")
+    assert chunks >= 4 and summary.chunks == chunks
+    with project.connect() as conn:
+        per_chunk = conn.execute(
+            "SELECT count(e.chunk_id), min(e.dims), max(vector_dims(e.embedding)) "
+            "FROM chunks c LEFT JOIN embeddings e ON e.chunk_id = c.id GROUP BY c.id"
+        ).fetchall()
+        pdf = conn.execute(
+            "SELECT pages, page_starts FROM documents WHERE path LIKE %s", ("%manual.pdf",)
+        ).fetchone()
+        pages = conn.execute(
+            "SELECT min(page_start), max(page_end) FROM chunks c JOIN documents d "
+            "USING (partition_key) WHERE d.path LIKE %s",
+            ("%manual.pdf",),
+        ).fetchone()
+        version = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    assert all(row == (1, 1536, 1536) for row in per_chunk)
+    assert pdf[0] == 2 and len(pdf[1]) == 2
+    assert pages == (1, 2)
+    assert version == (1,)
+
+    html = search("crampons ice axe glacier", k=3)
+    assert html[0].document == "kb/trek.html"
+    assert search("seismographs record tremors volcano", k=1)[0].page_start == 1
+    assert search("tamp pressure level firm", k=1)[0].heading_path[-1] == "Tamping"
+
+
+def test_unchanged_reingest_launches_nothing(project: Project, instance, tmp_path):
+    source = tmp_path / "kb"
+    write_corpus(source)
+    ingest(source, instance)
+    before = {t: table_count(project, t) for t in ("documents", "chunks", "embeddings")}
+    runs_before = len(instance.get_run_records())
+
+    again = ingest(source, instance)
+
+    assert again.runs == [] and again.unchanged == 4 and again.new == 0
+    assert len(instance.get_run_records()) == runs_before
+    assert {t: table_count(project, t) for t in before} == before
+
+
+def test_rematerializing_a_partition_reuses_every_vector(project: Project, instance, tmp_path):
+    source = tmp_path / "kb"
+    write_corpus(source)
+    ingest(source, instance)
+    key = str(project.scalar("SELECT partition_key FROM documents WHERE path LIKE '%espresso%'"))
+    chunk_ids = project.scalar("SELECT array_agg(id ORDER BY id) FROM chunks")
+
+    result = defs.resolve_job_def("ingest").execute_in_process(
+        instance=instance, partition_key=key
+    )
+
+    assert result.success
+    meta = latest_metadata(instance, "embeddings", key)
+    assert meta["batch_embedding_calls"] == 0 and meta["batch_texts_embedded"] == 0
+    assert project.scalar("SELECT array_agg(id ORDER BY id) FROM chunks") == chunk_ids
+    assert table_count(project, "embeddings") == len(chunk_ids)  # type: ignore[arg-type]
+
+
+def test_editing_a_file_reembeds_only_changed_chunks(project: Project, instance, tmp_path):
+    source = tmp_path / "kb"
+    write_corpus(source)
+    ingest(source, instance)
+    cache_before = table_count(project, "embedding_cache")
+    edited = GUIDE.replace("thirty pounds", "fifteen kilograms")
+    (source / "guides" / "espresso.md").write_text(edited, encoding="utf-8")
+
+    summary = ingest(source, instance)
+
+    assert (summary.changed, summary.new, len(summary.runs)) == (1, 0, 1)
+    key = str(project.scalar("SELECT partition_key FROM documents WHERE path LIKE '%espresso%'"))
+    meta = latest_metadata(instance, "embeddings", key)
+    assert meta["batch_texts_embedded"] == 1  # only the chunk whose text changed
+    assert table_count(project, "embedding_cache") == cache_before + 1
+    assert project.scalar("SELECT count(*) FROM chunks WHERE text LIKE '%fifteen kilograms%'") == 1
+    assert project.scalar("SELECT count(*) FROM chunks WHERE text LIKE '%thirty pounds%'") == 0
+    assert table_count(project, "embeddings") == table_count(project, "chunks")
+
+
+def test_bad_files_land_in_ingest_errors_and_the_rest_ingests(
+    project: Project, instance, tmp_path
+):
+    source = tmp_path / "mixed"
+    write_corpus(source)
+    expected = write_bad_files(source)
+    originals = {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()}
+
+    summary = ingest(source, instance)
+
+    assert summary.ingested == 4
+    failed = {Path(e.path).name: e.reason for e in summary.errors}
+    assert set(failed) == set(expected)
+    for name, reason in expected.items():
+        assert reason in failed[name]
+    with project.connect() as conn:
+        rows = conn.execute(
+            "SELECT path, reason FROM ingest_errors WHERE resolved_at IS NULL"
+        ).fetchall()
+    assert {Path(p).name for p, _ in rows} == set(expected)
+    assert table_count(project, "documents") == 4
+    copies = {p.name: p.read_bytes() for p in (project.inbox / "mixed").iterdir() if p.is_file()}
+    assert copies == originals  # uploads are never modified
+    bad_key = str(project.scalar("SELECT partition_key FROM ingest_errors LIMIT 1"))
+    assert latest_metadata(instance, "parsed_documents", bad_key)["status"] == "failed"
+    assert latest_metadata(instance, "chunks", bad_key)["status"] == "skipped"
+
+
+def test_other_encodings_are_decoded(project: Project, instance, tmp_path):
+    source = tmp_path / "encodings"
+    source.mkdir()
+    expected = write_encoded_files(source)
+
+    summary = ingest(source, instance)
+
+    assert summary.errors == [] and summary.ingested == len(expected)
+    for name, text in expected.items():
+        markdown = project.scalar("SELECT markdown FROM documents WHERE path LIKE %s", f"%{name}")
+        assert text in str(markdown)
+
+
+@pytest.mark.parametrize("name", ["notes café.md", "it's \"quoted\", [odd] | name.md", "x" * 240 + ".md"])
+def test_odd_file_names_become_valid_partitions(project: Project, instance, tmp_path, name):
+    source = tmp_path / "odd"
+    source.mkdir()
+    (source / name).write_text("# Odd\n\nA file with an odd name about narwhals.\n")
+
+    summary = ingest(source, instance)
+
+    assert summary.ingested == 1
+    assert search("narwhals odd name", k=1)[0].document == f"odd/{name}"

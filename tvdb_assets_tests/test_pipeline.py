@@ -5,11 +5,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from tvdb_assets import runner
 from tvdb_assets.definitions import defs
 from tvdb_assets.lib.search import search
 from tvdb_assets_tests.conftest import Project
 from tvdb_assets_tests.corpus import write_bad_files, write_encoded_files, write_pdf
-from tvdb_assets import runner
 
 GRINDING = " ".join(
     f"Grind the beans fine, like powdered sugar, right before brewing cup {i}." for i in range(8)
@@ -121,9 +121,7 @@ def test_rematerializing_a_partition_reuses_every_vector(project: Project, insta
     key = str(project.scalar("SELECT partition_key FROM documents WHERE path LIKE '%espresso%'"))
     chunk_ids = project.scalar("SELECT array_agg(id ORDER BY id) FROM chunks")
 
-    result = defs.resolve_job_def("ingest").execute_in_process(
-        instance=instance, partition_key=key
-    )
+    result = defs.resolve_job_def("ingest").execute_in_process(instance=instance, partition_key=key)
 
     assert result.success
     meta = latest_metadata(instance, "embeddings", key)
@@ -152,9 +150,7 @@ def test_editing_a_file_reembeds_only_changed_chunks(project: Project, instance,
     assert table_count(project, "embeddings") == table_count(project, "chunks")
 
 
-def test_bad_files_land_in_ingest_errors_and_the_rest_ingests(
-    project: Project, instance, tmp_path
-):
+def test_bad_files_land_in_ingest_errors_and_the_rest_ingests(project: Project, instance, tmp_path):
     source = tmp_path / "mixed"
     write_corpus(source)
     expected = write_bad_files(source)
@@ -193,7 +189,10 @@ def test_other_encodings_are_decoded(project: Project, instance, tmp_path):
         assert text in str(markdown)
 
 
-@pytest.mark.parametrize("name", ["notes café.md", "it's \"quoted\", [odd] | name.md", "x" * 240 + ".md"])
+ODD_NAMES = ["notes café.md", 'it\'s "quoted", [odd] | name.md', "x" * 240 + ".md"]
+
+
+@pytest.mark.parametrize("name", ODD_NAMES)
 def test_odd_file_names_become_valid_partitions(project: Project, instance, tmp_path, name):
     source = tmp_path / "odd"
     source.mkdir()

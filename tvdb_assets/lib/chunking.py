@@ -163,7 +163,7 @@ def _utf8_safe(text: str) -> str:
 
 
 def _sections(md: str) -> Iterator[_Section]:
-    """Trimmed-later sections with heading-only ones folded into their successor."""
+    """Sections in order, empty ones dropped, heading-only ones folded into their successor."""
     headings = list(_headings(md))
     raw: list[_Section] = []
     first = headings[0][0] if headings else len(md)
@@ -182,7 +182,7 @@ def _sections(md: str) -> Iterator[_Section]:
         if pending is not None:
             sec.start, pending = pending, None
         has_body = _NONSPACE.search(md, sec.body, sec.end) is not None
-        if sec.path and not has_body and k + 1 < len(raw):
+        if sec.body > sec.start and not has_body and k + 1 < len(raw):
             pending = sec.start
             continue
         if _NONSPACE.search(md, sec.start, sec.end) is not None:

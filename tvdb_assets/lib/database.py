@@ -4,6 +4,7 @@ One server holds both the pipeline's tables (database `tvdb`) and Dagster's run,
 schedule storage (database `dagster`).
 """
 
+import contextlib
 import logging
 import os
 from functools import cache
@@ -74,8 +75,7 @@ def ensure_database(url: str) -> None:
     with psycopg.connect(admin, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if not exists:
-            try:
+            # Another process may create it between the check and here.
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            except psycopg.errors.DuplicateDatabase:
-                pass  # another process created it first
             log.info("created database %s", name)

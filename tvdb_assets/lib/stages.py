@@ -84,9 +84,15 @@ def _chunk_one(settings: ChunkSettings, document: DocumentRow) -> list[ChunkRow]
         text_hash = sha256_text(piece.text)
         rows.append(
             ChunkRow(
-                chunk_id(document.partition_key, piece.ord, text_hash), document.partition_key,
-                piece.ord, piece.heading_path, piece.text, text_hash, piece.tokens,
-                piece.page_start, piece.page_end,
+                chunk_id(document.partition_key, piece.ord, text_hash),
+                document.partition_key,
+                piece.ord,
+                piece.heading_path,
+                piece.text,
+                text_hash,
+                piece.tokens,
+                piece.page_start,
+                piece.page_end,
             )  # fmt: skip
         )
     return rows
@@ -144,4 +150,3 @@ def embed_batch(
         calls=embedder.calls - calls_before,
         per_partition=per_partition,
     )
-

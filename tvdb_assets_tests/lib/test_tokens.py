@@ -132,3 +132,12 @@ def test_processes_seeding_at_once_all_succeed(tmp_path: Path) -> None:
     assert all(result(p)["count"] == 2 for p in procs)
     assert hashlib.sha256(cache_file(cache).read_bytes()).hexdigest() == CL100K_SHA256
     assert not list(cache.glob("*.tmp"))
+
+
+def test_the_network_guard_really_blocks_downloads() -> None:
+    # With tiktoken's cache switched off it must download, so the guarded child fails:
+    # the offline tests above pass because of the seeding, not because of a reachable net.
+    proc = run_offline({"TIKTOKEN_CACHE_DIR": ""})
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "network disabled by test" in err

@@ -30,7 +30,7 @@ def _split_failed(
     context: dg.AssetExecutionContext, conn: psycopg.Connection, keys: Sequence[str]
 ) -> list[str]:
     """The keys to work on; documents that failed upstream are reported as skipped."""
-    failed = {e.partition_key: e for e in dead_letters.open_errors(conn, keys)}
+    failed = {e.partition_key: e for e in dead_letters.open_errors(conn, keys) if e.partition_key}
     for key, error in failed.items():
         report_skipped(context, key, f"{error.stage} failed: {error.reason}")
     return [k for k in keys if k not in failed]

@@ -36,9 +36,7 @@ def record(conn: psycopg.Connection, errors: Iterable[IngestError]) -> None:
         )
 
 
-def resolve(
-    conn: psycopg.Connection, partition_keys: Sequence[str], stages: Sequence[str]
-) -> None:
+def resolve(conn: psycopg.Connection, partition_keys: Sequence[str], stages: Sequence[str]) -> None:
     """Close the open errors of documents that have now passed these stages."""
     conn.execute(
         "UPDATE ingest_errors SET resolved_at = now() "

@@ -49,9 +49,10 @@ def load(conn: psycopg.Connection, partition_keys: Sequence[str]) -> Iterator[Do
             "ORDER BY partition_key",
             (list(partition_keys),),
         )
-        for row in cur:
-            *head, page_starts, markdown = row
-            yield DocumentRow(*head, tuple(page_starts), markdown)
+        for key, path, sha, size, mime, parser, pages, page_starts, markdown in cur:
+            yield DocumentRow(
+                key, path, sha, size, mime, parser, pages, tuple(page_starts), markdown
+            )
 
 
 def known_hashes(conn: psycopg.Connection) -> dict[str, str]:

@@ -76,9 +76,7 @@ def remember(
         ("model", "dims", "text_sha256", "embedding"),
         ((model, dims, text_hash, vector) for text_hash, vector in vectors.items()),
     )
-    conn.execute(
-        "INSERT INTO embedding_cache SELECT * FROM incoming_cache ON CONFLICT DO NOTHING"
-    )
+    conn.execute("INSERT INTO embedding_cache SELECT * FROM incoming_cache ON CONFLICT DO NOTHING")
     conn.execute("TRUNCATE incoming_cache")
 
 

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install dev test lint fmt bench clean
+.PHONY: install chromium dev test lint fmt bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,12 +14,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The UI test reads the Dagster UI in Debian's headless Chromium.
+chromium:
+	@command -v chromium >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
 ## dagster dev on 127.0.0.1:3000, embedded Postgres, mock mode, sample documents flowing
 dev: install
 	$(BIN)/tvdb dev
 
 ## the whole test suite against a throwaway embedded Postgres
-test: install
+test: install chromium
 	$(BIN)/pytest
 
 lint: install

@@ -7,6 +7,7 @@ schedule storage (database `dagster`).
 import contextlib
 import logging
 import os
+import warnings
 from functools import cache
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,6 +30,10 @@ def _embedded_server_uri() -> str:
     one exits, so a CLI command and a running `dagster dev` can share it.
     """
     import pgserver  # imported lazily: an external database never needs it
+
+    # pgserver looks for a runtime dir for its socket and warns where XDG_RUNTIME_DIR is
+    # unset (containers, CI); it falls back to a fine place, so the warning is only noise.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
     pgdata = settings.home_dir() / "pgdata"
     pgdata.parent.mkdir(parents=True, exist_ok=True)

@@ -82,15 +82,6 @@ def count_tokens(text: str, name: str = DEFAULT_ENCODING) -> int:
     return len(get_encoding(name).encode_ordinary(text))
 
 
-def cache_path(name: str = DEFAULT_ENCODING) -> Path | None:
-    """Where tiktoken will look for encoding `name`'s BPE file (None: not bundled/no cache)."""
-    bundled = _BUNDLED.get(name)
-    cache_dir = _cache_dir()
-    if bundled is None or cache_dir is None:
-        return None
-    return Path(cache_dir) / _cache_key(bundled.url)
-
-
 def _cache_key(url: str) -> str:
     # Mirrors tiktoken.load.read_file_cached.
     return hashlib.sha1(url.encode()).hexdigest()

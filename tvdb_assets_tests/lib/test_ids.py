@@ -9,7 +9,7 @@ NAMES = [
     "guides/getting started.md",
     "Résumé — final (2).pdf",
     "日本語のメモ.txt",
-    "it's \"quoted\", [odd] | name.md",
+    'it\'s "quoted", [odd] | name.md',
     "a...b....c.md",
     "x" * 500 + ".md",
     "../up/../and/down.html",

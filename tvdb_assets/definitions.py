@@ -4,11 +4,13 @@ import dagster as dg
 
 from tvdb_assets.defs.assets.indexing import chunks, embeddings
 from tvdb_assets.defs.assets.ingestion import parsed_documents, uploads
+from tvdb_assets.defs.checks import data_quality_checks
 from tvdb_assets.defs.resources import default_resources
 from tvdb_assets.defs.sensors import inbox_sensor, ingest_job
 
 defs = dg.Definitions(
     assets=[uploads, parsed_documents, chunks, embeddings],
+    asset_checks=data_quality_checks,
     jobs=[ingest_job],
     sensors=[inbox_sensor],
     resources=default_resources(),

@@ -202,3 +202,30 @@ def test_odd_file_names_become_valid_partitions(project: Project, instance, tmp_
 
     assert summary.ingested == 1
     assert search("narwhals odd name", k=1)[0].document == f"odd/{name}"
+
+
+def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    return {
+        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    }
+
+
+def test_data_quality_checks_run_with_each_batch(project: Project, instance, tmp_path):
+    source = tmp_path / "kb"
+    write_corpus(source)
+    ingest(source, instance)
+    key = str(project.scalar("SELECT partition_key FROM documents LIMIT 1"))
+    job = defs.resolve_job_def("ingest")
+
+    healthy = job.execute_in_process(instance=instance, partition_key=key)
+    assert check_results(healthy) == {
+        "every_chunk_has_one_vector": True,
+        "documents_are_not_empty": True,
+    }
+
+    with project.connect() as conn:
+        conn.execute("DELETE FROM embeddings WHERE partition_key <> %s", (key,))
+    broken = job.execute_in_process(instance=instance, partition_key=key)
+    assert check_results(broken)["every_chunk_has_one_vector"] is False

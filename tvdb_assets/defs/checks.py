@@ -1,0 +1,50 @@
+"""Data-quality checks over the pipeline's tables, run after each batch materializes."""
+
+import dagster as dg
+
+from tvdb_assets.defs.assets.indexing import embeddings
+from tvdb_assets.defs.assets.ingestion import parsed_documents
+from tvdb_assets.defs.resources import EmbedderResource, PostgresResource
+
+
+@dg.asset_check(asset=embeddings, description="Every chunk has one vector of the model's dims.")
+def every_chunk_has_one_vector(
+    embedder: EmbedderResource, database: PostgresResource
+) -> dg.AssetCheckResult:
+    client = embedder.client()
+    with database.connect() as conn:
+        row = conn.execute(
+            """SELECT count(*),
+                      count(*) FILTER (WHERE e.chunk_id IS NULL),
+                      count(*) FILTER (WHERE e.model <> %(model)s OR e.dims <> %(dims)s),
+                      count(*) FILTER (WHERE vector_dims(e.embedding) <> e.dims)
+                 FROM chunks c LEFT JOIN embeddings e ON e.chunk_id = c.id""",
+            {"model": client.model, "dims": client.dims},
+        ).fetchone()
+    chunks, missing, other_model, wrong_dims = row or (0, 0, 0, 0)
+    return dg.AssetCheckResult(
+        passed=missing == other_model == wrong_dims == 0,
+        metadata={
+            "chunks": chunks,
+            "chunks_without_vector": missing,
+            "vectors_of_another_model": other_model,
+            "vectors_with_wrong_dims": wrong_dims,
+            "model": client.model,
+            "dims": client.dims,
+        },
+    )
+
+
+@dg.asset_check(asset=parsed_documents, description="No parsed document is empty.")
+def documents_are_not_empty(database: PostgresResource) -> dg.AssetCheckResult:
+    with database.connect() as conn:
+        rows = conn.execute(
+            "SELECT path FROM documents WHERE btrim(markdown) = '' ORDER BY path LIMIT 20"
+        ).fetchall()
+    return dg.AssetCheckResult(
+        passed=not rows,
+        metadata={"empty_documents": len(rows), "examples": ", ".join(r[0] for r in rows)},
+    )
+
+
+data_quality_checks = [every_chunk_has_one_vector, documents_are_not_empty]

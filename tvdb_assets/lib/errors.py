@@ -16,3 +16,39 @@ class DocumentError(TvdbError):
         self.path = path
         self.reason = reason
         self.stage = stage
+
+
+class ServiceError(TvdbError):
+    """A call to an external service (OpenAI, LlamaParse, S3) failed.
+
+    `retryable` says whether the same call may succeed later (429, 5xx, timeouts, lost
+    connections) or never will (validation errors, bad credentials). `retry_after` is the
+    wait the service asked for, in seconds, when it said so.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        message: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{service}: {message}")
+        self.service = service
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+
+
+class CircuitOpenError(ServiceError):
+    """The service failed too often lately; calls are refused until it may have recovered."""
+
+    def __init__(self, service: str, retry_in: float) -> None:
+        super().__init__(service, f"circuit open, next try in {retry_in:.0f} s", retryable=False)
+        self.retry_in = retry_in
+
+
+class BudgetExceeded(TvdbError):
+    """A billable call would cross the daily spend or hourly request budget; it was not made."""

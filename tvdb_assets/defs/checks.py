@@ -13,6 +13,9 @@ def every_chunk_has_one_vector(
 ) -> dg.AssetCheckResult:
     client = embedder.client()
     with database.connect() as conn:
+        rejected_row = conn.execute(
+            "SELECT count(*) FROM ingest_errors WHERE stage = 'embed' AND resolved_at IS NULL"
+        ).fetchone()
         row = conn.execute(
             """SELECT count(*),
                       count(*) FILTER (WHERE e.chunk_id IS NULL),
@@ -22,11 +25,17 @@ def every_chunk_has_one_vector(
             {"model": client.model, "dims": client.dims},
         ).fetchone()
     chunks, missing, other_model, wrong_dims = row or (0, 0, 0, 0)
+    rejected = rejected_row[0] if rejected_row else 0
+    unexplained = max(0, missing - rejected) + other_model + wrong_dims
+    # Chunks the service refused are known and listed in ingest_errors: a warning. Any
+    # other gap is an error.
     return dg.AssetCheckResult(
         passed=missing == other_model == wrong_dims == 0,
+        severity=dg.AssetCheckSeverity.ERROR if unexplained else dg.AssetCheckSeverity.WARN,
         metadata={
             "chunks": chunks,
             "chunks_without_vector": missing,
+            "chunks_rejected_by_service": rejected,
             "vectors_of_another_model": other_model,
             "vectors_with_wrong_dims": wrong_dims,
             "model": client.model,

@@ -32,3 +32,13 @@ def mode_from_env(variable: str) -> Mode:
 def batch_size() -> int:
     """Documents per run when the sensor or `tvdb ingest` launches bulk work."""
     return int(os.environ.get("TVDB_BATCH_SIZE", "200"))
+
+
+def daily_budget_usd() -> float:
+    """Spend limit per UTC day; set by the deployment, never by a run's config."""
+    return float(os.environ.get("TVDB_DAILY_BUDGET_USD", "5.00"))
+
+
+def hourly_request_cap() -> int:
+    """Billable requests allowed in any sliding hour."""
+    return int(os.environ.get("TVDB_HOURLY_REQUEST_CAP", "100"))

@@ -24,6 +24,7 @@ from tvdb_assets.lib.store.chunks import ChunkRow
 from tvdb_assets.lib.store.dead_letters import IngestError
 from tvdb_assets.lib.store.documents import DocumentRow
 from tvdb_assets.lib.store.registry import InboxFile
+from tvdb_assets.lib.store.vectors import PendingChunk
 from tvdb_assets.lib.uploads import UploadStore
 
 
@@ -111,6 +112,7 @@ class EmbedReport:
     tokens: int  # tokens sent to the embedder
     calls: int  # requests the embedder made
     per_partition: dict[str, int]
+    rejected: list[tuple[PendingChunk, str]]  # chunks the service refused: no vector
 
 
 def embed_batch(
@@ -119,7 +121,8 @@ def embed_batch(
     """Give every chunk of these partitions a vector of the embedder's model.
 
     Vectors come from the cache when the same text was embedded before (in any document);
-    only the remaining distinct texts are sent, packed into requests across documents.
+    only the remaining distinct texts are sent, packed into requests across documents. A
+    chunk the service refuses gets no vector (never a zero one) and is reported.
     The caller holds the transaction, so a failure leaves the previous vectors in place.
     """
     model, dims = embedder.model, embedder.dims
@@ -131,22 +134,33 @@ def embed_batch(
             missing.setdefault(c.text_sha256, (c.text, c.tokens))
     calls_before = embedder.calls
     fresh: dict[str, np.ndarray] = {}
+    refused: dict[str, str] = {}
     if missing:
-        texts = [text for text, _ in missing.values()]
-        matrix = embedder.embed(texts, token_counts=[tokens for _, tokens in missing.values()])
-        fresh = dict(zip(missing, matrix, strict=True))
+        hashes = list(missing)
+        result = embedder.embed_texts(
+            [text for text, _ in missing.values()],
+            token_counts=[tokens for _, tokens in missing.values()],
+        )
+        refused = {hashes[i]: reason for i, reason in result.rejected.items()}
+        fresh = {h: v for h, v in zip(hashes, result.vectors, strict=True) if h not in refused}
         vectors.remember(conn, model, dims, fresh)
-    rows = [(c.id, c.partition_key, fresh.get(c.text_sha256, known.get(c.text_sha256)))
-            for c in pending]  # fmt: skip
-    vectors.write(conn, model, dims, [r for r in rows if r[2] is not None])  # type: ignore[misc]
+    rows = []
     per_partition: dict[str, int] = {}
     for c in pending:
+        vector = fresh.get(c.text_sha256)
+        if vector is None:
+            vector = known.get(c.text_sha256)
+        if vector is None:
+            continue
+        rows.append((c.id, c.partition_key, vector))
         per_partition[c.partition_key] = per_partition.get(c.partition_key, 0) + 1
+    vectors.write(conn, model, dims, rows)
     return EmbedReport(
-        chunks=len(pending),
+        chunks=len(rows),
         from_cache=sum(1 for c in pending if c.text_sha256 in known),
-        embedded_texts=len(missing),
-        tokens=sum(tokens for _, tokens in missing.values()),
+        embedded_texts=len(missing) - len(refused),
+        tokens=sum(tokens for h, (_, tokens) in missing.items() if h not in refused),
         calls=embedder.calls - calls_before,
         per_partition=per_partition,
+        rejected=[(c, refused[c.text_sha256]) for c in pending if c.text_sha256 in refused],
     )

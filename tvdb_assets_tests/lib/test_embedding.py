@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from tvdb_assets.lib.embedding import Embedder, MockEmbedder
+from tvdb_assets.lib.embedding import Embedder, InputRejected, MockEmbedder
 from tvdb_assets.lib.tokens import count_tokens
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,11 +72,42 @@ def test_batches_respect_the_token_limit_with_real_counts() -> None:
         assert sum(count_tokens(t) for t in batch) <= embedder.max_tokens_per_request
 
 
-def test_an_over_long_input_is_refused_before_any_call() -> None:
-    embedder = RecordingEmbedder(per_input=5)
-    with pytest.raises(ValueError, match="text 1 has 6 tokens"):
-        embedder.embed(["0 a", "1 b"], token_counts=[2, 6])
-    assert embedder.calls == 0
+def test_an_over_long_input_is_split_and_gets_one_vector() -> None:
+    embedder = MockEmbedder(dims=64)
+    embedder.max_tokens_per_input = 40
+    long_text = " ".join(f"walrus{i % 7} tusk" for i in range(60))
+    assert count_tokens(long_text) > 40
+    vectors = embedder.embed(["short text", long_text])
+    assert vectors.shape == (2, 64)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
+    assert embedder.texts_embedded > 2  # the long text went as several pieces
+    assert all(count_tokens(t) <= 40 for t in embedder_pieces(embedder, long_text))
+
+
+def embedder_pieces(embedder: Embedder, text: str) -> list[str]:
+    return embedder._pieces([text], [count_tokens(text)])[0]
+
+
+class PickyEmbedder(RecordingEmbedder):
+    """Refuses any request that contains the word POISON, as a validating API would."""
+
+    def _embed_batch(self, texts: list[str]) -> npt.NDArray[np.float64]:
+        if any("POISON" in t for t in texts):
+            raise InputRejected(self.model, "input failed validation")
+        return super()._embed_batch(texts)
+
+
+def test_a_rejected_text_is_isolated_and_the_others_still_embed() -> None:
+    embedder = PickyEmbedder()
+    texts = numbered(8)
+    texts[5] = "5 POISON"
+    result = embedder.embed_texts(texts)
+    assert result.rejected == {5: "input failed validation"}
+    kept = [i for i in range(8) if i != 5]
+    assert np.allclose(np.linalg.norm(result.vectors[kept], axis=1), 1.0)
+    assert embedder.texts_embedded == 7
+    with pytest.raises(InputRejected, match="text 5 rejected"):
+        PickyEmbedder().embed(texts)
 
 
 def test_mismatched_token_counts_raise() -> None:

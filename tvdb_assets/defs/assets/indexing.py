@@ -1,5 +1,6 @@
 """Parsed documents become chunks, and chunks become vectors in pgvector."""
 
+from collections import Counter
 from collections.abc import Sequence
 
 import dagster as dg
@@ -17,6 +18,7 @@ from tvdb_assets.defs.resources import EmbedderResource, PostgresResource
 from tvdb_assets.lib import stages
 from tvdb_assets.lib.store import chunks as chunk_store
 from tvdb_assets.lib.store import dead_letters, documents, vectors
+from tvdb_assets.lib.store.dead_letters import IngestError
 
 
 class ChunkingConfig(dg.Config):
@@ -104,18 +106,30 @@ def embeddings(
     client = embedder.client()
     with database.connect() as conn:
         keys = _split_failed(context, conn, context.partition_keys)
+        paths = documents.paths(conn, keys)
         with conn.transaction():
             report = stages.embed_batch(conn, client, keys)
+            rejected = [
+                IngestError(chunk.partition_key, path, "embed", f"chunk {chunk.id}: {reason}",
+                            run_id=context.run.run_id)
+                for chunk, reason in report.rejected
+                for path in [paths.get(chunk.partition_key, chunk.partition_key)]
+            ]  # fmt: skip
+            embedded = [k for k in keys if k not in {e.partition_key for e in rejected}]
+            dead_letters.resolve(conn, embedded, ("embed",))
+            dead_letters.record(conn, rejected)
         totals = chunk_store.counts(conn, keys)
         index = vectors.index_name(client.model, client.dims)
 
+    refused = Counter(e.partition_key for e in rejected)
     for key in keys:
-        count, tokens = totals.get(key, (0, 0))
+        count, _ = totals.get(key, (0, 0))
         report_ok(
             context,
             key,
             {
-                "vectors": count,
+                "vectors": count - refused[key],
+                "rejected_chunks": refused[key],
                 "new_vectors": report.per_partition.get(key, 0),
                 "model": client.model,
                 "dims": client.dims,
@@ -131,6 +145,7 @@ def embeddings(
             "batch_texts_embedded": report.embedded_texts,
             "batch_tokens_embedded": report.tokens,
             "batch_embedding_calls": report.calls,
+            "batch_chunks_rejected": len(rejected),
             "batch_seconds": timer.seconds,
         }
     )

@@ -2,11 +2,29 @@
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from tvdb_assets.lib.tokens import DEFAULT_ENCODING, count_tokens
+from tvdb_assets.lib.errors import ServiceError
+from tvdb_assets.lib.tokens import DEFAULT_ENCODING, count_tokens, get_encoding
+
+
+class InputRejected(ServiceError):
+    """The service refused a request because of its input (not retryable, not an outage)."""
+
+    def __init__(self, service: str, reason: str) -> None:
+        super().__init__(service, reason, retryable=False, status=400)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """Unit vectors, one row per text; rows of rejected texts are zeros and must not be used."""
+
+    vectors: npt.NDArray[np.float32]
+    rejected: dict[int, str]
 
 
 class Embedder(ABC):
@@ -39,30 +57,90 @@ class Embedder(ABC):
     ) -> npt.NDArray[np.float32]:
         """Vectors for `texts`, shape (len(texts), dims), rows of unit length.
 
+        Raises InputRejected when the service refused any of the texts; callers that can
+        live without some vectors use `embed_texts`.
+        """
+        result = self.embed_texts(texts, token_counts)
+        if result.rejected:
+            index, reason = next(iter(result.rejected.items()))
+            raise InputRejected(self.model, f"text {index} rejected: {reason}")
+        return result.vectors
+
+    def embed_texts(
+        self, texts: Sequence[str], token_counts: Sequence[int] | None = None
+    ) -> "EmbedResult":
+        """Vectors for the texts the service accepts, and the reasons for those it refused.
+
         `token_counts` (one per text, e.g. `Chunk.tokens`) avoids tokenising again. A text
-        longer than `max_tokens_per_input` raises ValueError before any request is made.
+        over `max_tokens_per_input` is cut into windows whose vectors are averaged (weighted
+        by tokens), so it still gets one vector. A request refused because of its inputs is
+        halved until the refused text is found: one bad text never costs the others.
         """
         if token_counts is None:
             token_counts = [count_tokens(t, self.encoding) for t in texts]
         elif len(token_counts) != len(texts):
             raise ValueError(f"got {len(token_counts)} token counts for {len(texts)} texts")
-        for index, tokens in enumerate(token_counts):
-            if tokens > self.max_tokens_per_input:
-                raise ValueError(
-                    f"text {index} has {tokens} tokens; {self.model} accepts at most "
-                    f"{self.max_tokens_per_input} per input"
-                )
+        pieces, owners, piece_tokens = self._pieces(texts, token_counts)
+        vectors = np.zeros((len(pieces), self.dims), dtype=np.float32)
+        refused: dict[int, str] = {}
+        for start, stop in self._requests(piece_tokens):
+            self._embed_span(pieces, start, stop, vectors, refused)
 
-        parts: list[npt.NDArray[np.float32]] = []
-        for start, stop in self._requests(token_counts):
-            batch = list(texts[start:stop])
+        combined = np.zeros((len(texts), self.dims), dtype=np.float32)
+        weights = np.asarray(piece_tokens, dtype=np.float32)[:, None]
+        np.add.at(combined, np.asarray(owners, dtype=np.intp), vectors * np.maximum(weights, 1))
+        rejected = {owners[i]: reason for i, reason in refused.items()}
+        norms = np.linalg.norm(combined, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        return EmbedResult(combined / norms, rejected)
+
+    def _pieces(
+        self, texts: Sequence[str], token_counts: Sequence[int]
+    ) -> tuple[list[str], list[int], list[int]]:
+        pieces: list[str] = []
+        owners: list[int] = []
+        piece_tokens: list[int] = []
+        # Decoding a token window can add a replacement character or two at its edges;
+        # the margin keeps every window under the limit after re-tokenising.
+        window = max(1, self.max_tokens_per_input - 16)
+        for index, (text, count) in enumerate(zip(texts, token_counts, strict=True)):
+            if count <= self.max_tokens_per_input:
+                pieces.append(text)
+                owners.append(index)
+                piece_tokens.append(count)
+                continue
+            encoding = get_encoding(self.encoding)
+            ids = encoding.encode_ordinary(text)
+            for at in range(0, len(ids), window):
+                part = ids[at : at + window]
+                pieces.append(encoding.decode(part))
+                owners.append(index)
+                piece_tokens.append(len(part))
+        return pieces, owners, piece_tokens
+
+    def _embed_span(
+        self,
+        pieces: list[str],
+        start: int,
+        stop: int,
+        out: npt.NDArray[np.float32],
+        refused: dict[int, str],
+    ) -> None:
+        batch = pieces[start:stop]
+        try:
             vectors = self._embed_batch(batch)
+        except InputRejected as exc:
             self.calls += 1
-            parts.append(self._check(vectors, len(batch)))
-            self.texts_embedded += len(batch)
-        if not parts:
-            return np.empty((0, self.dims), dtype=np.float32)
-        return np.concatenate(parts)
+            if stop - start == 1:
+                refused[start] = exc.reason
+                return
+            middle = (start + stop) // 2
+            self._embed_span(pieces, start, middle, out, refused)
+            self._embed_span(pieces, middle, stop, out, refused)
+            return
+        self.calls += 1
+        out[start:stop] = self._check(vectors, len(batch))
+        self.texts_embedded += len(batch)
 
     @abstractmethod
     def _embed_batch(self, texts: list[str]) -> npt.NDArray[np.floating]:

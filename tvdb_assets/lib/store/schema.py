@@ -89,6 +89,50 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             WHERE resolved_at IS NULL;
         """,
     ),
+    (
+        2,
+        """
+        -- One row per billable call. A row is written as 'reserved' (the estimate) before
+        -- the call under the budget lock, then 'billed' (what the service reported) or
+        -- 'released' (the call failed and cost nothing).
+        CREATE TABLE cost_ledger (
+            id             bigserial PRIMARY KEY,
+            at             timestamptz NOT NULL DEFAULT now(),
+            run_id         text,
+            partition_keys text[] NOT NULL DEFAULT '{}',
+            service        text NOT NULL,
+            model          text NOT NULL,
+            unit           text NOT NULL,
+            units          bigint NOT NULL,
+            usd            numeric(14, 8) NOT NULL,
+            status         text NOT NULL,
+            correlation_id text NOT NULL
+        );
+        CREATE INDEX cost_ledger_at_idx ON cost_ledger (at);
+
+        -- Parsed markdown by file content and parser: a renamed or copied file is never
+        -- paid for twice.
+        CREATE TABLE parse_cache (
+            sha256      text NOT NULL,
+            parser      text NOT NULL,
+            mime        text NOT NULL,
+            pages       integer,
+            page_starts integer[] NOT NULL DEFAULT '{}',
+            markdown    text NOT NULL,
+            created_at  timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (sha256, parser)
+        );
+
+        -- Last known circuit state per external service, for metadata and `tvdb status`.
+        CREATE TABLE service_health (
+            service              text PRIMARY KEY,
+            state                text NOT NULL,
+            consecutive_failures integer NOT NULL,
+            retry_in_seconds     real NOT NULL DEFAULT 0,
+            updated_at           timestamptz NOT NULL DEFAULT now()
+        );
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]

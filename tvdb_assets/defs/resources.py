@@ -4,16 +4,22 @@ Defaults for `mode` come from the environment in Python (`settings.mode_from_env
 `EnvVar` cannot feed a `Literal` field; secrets will only ever arrive through `EnvVar`.
 """
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import dagster as dg
 import psycopg
 
-from tvdb_assets.lib import settings, store
+from tvdb_assets.lib import services, settings, store
+from tvdb_assets.lib.billing import Ledger
 from tvdb_assets.lib.embedding import Embedder, MockEmbedder
+from tvdb_assets.lib.embedding.openai_embedder import OpenAIEmbedder
+from tvdb_assets.lib.embedding.unavailable import UnavailableEmbedder
 from tvdb_assets.lib.parsing import LocalParser, Parser
 from tvdb_assets.lib.settings import Mode
+from tvdb_assets.lib.store.ledger import Budget, CallContext
 from tvdb_assets.lib.uploads import LocalInbox, UploadStore
 
 
@@ -39,14 +45,52 @@ class ParserResource(dg.ConfigurableResource):
 
 
 class EmbedderResource(dg.ConfigurableResource):
-    """Turns chunk text into vectors (mock: feature-hashed token vectors)."""
+    """Turns chunk text into vectors.
+
+    mock: feature-hashed token vectors, offline and free. real: OpenAI, rate-limited,
+    retried, behind a circuit breaker and the budget. hybrid: OpenAI first; where a call
+    fails (outage, open circuit, budget, missing key) the mock's vector, flagged fallback.
+    """
 
     mode: Mode = "mock"
+    model: str = "text-embedding-3-small"
     dims: int = 1536
+    api_key: str | None = None  # only ever EnvVar("OPENAI_API_KEY")
+    base_url: str | None = None  # unset: OPENAI_BASE_URL, else the SDK's default
+    requests_per_minute: int = 3_000
+    tokens_per_minute: int = 1_000_000
+    timeout_seconds: float = 30.0
+    max_attempts: int = 5
+    circuit_failures: int = 5
+    circuit_reset_seconds: float = 60.0
 
-    def client(self) -> Embedder:
-        _only_mock("embedder", self.mode)
-        return MockEmbedder(dims=self.dims)
+    def client(self, call: CallContext | None = None) -> Embedder:
+        mock = MockEmbedder(dims=self.dims)
+        if self.mode == "mock":
+            return mock
+        real = self._real(call)
+        if self.mode == "hybrid":
+            real.fallback = mock
+        return real
+
+    def _real(self, call: CallContext | None) -> Embedder:
+        if not self.api_key:
+            reason = "OPENAI_API_KEY is not set"
+            if self.mode == "real":
+                raise dg.Failure(f"embedder mode 'real' needs an API key: {reason}")
+            return UnavailableEmbedder(self.model, self.dims, reason)
+        return OpenAIEmbedder(
+            api_key=self.api_key,
+            base_url=self.base_url or os.environ.get("OPENAI_BASE_URL") or None,
+            model=self.model,
+            dims=self.dims,
+            timeout=self.timeout_seconds,
+            limiter=services.limiter("openai", self.requests_per_minute, self.tokens_per_minute),
+            breaker=services.breaker("openai", self.circuit_failures, self.circuit_reset_seconds),
+            ledger=Ledger(budget()),
+            call=call,
+            attempts=self.max_attempts,
+        )
 
 
 class UploadsResource(dg.ConfigurableResource):
@@ -69,10 +113,24 @@ class PostgresResource(dg.ConfigurableResource):
             yield conn
 
 
+def budget() -> Budget:
+    """Spend limits come from the deployment's environment, never from a run's config."""
+    return Budget(settings.daily_budget_usd(), settings.hourly_request_cap())
+
+
+def _secret(name: str) -> Any:
+    # An EnvVar naming an unset variable fails every run's config, mock runs included; the
+    # key is then simply absent, and real/hybrid modes say so when they need it.
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     return {
         "parser": ParserResource(mode=settings.mode_from_env("TVDB_PARSER_MODE")),
-        "embedder": EmbedderResource(mode=settings.mode_from_env("TVDB_EMBEDDER_MODE")),
+        "embedder": EmbedderResource(
+            mode=settings.mode_from_env("TVDB_EMBEDDER_MODE"),
+            api_key=_secret("OPENAI_API_KEY"),
+        ),
         "upload_store": UploadsResource(mode=settings.mode_from_env("TVDB_UPLOADS_MODE")),
         "database": PostgresResource(),
     }

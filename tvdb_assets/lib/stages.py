@@ -108,11 +108,13 @@ def chunk_batch(settings: ChunkSettings, documents: Sequence[DocumentRow]) -> li
 class EmbedReport:
     chunks: int  # chunks that got a (new) vector
     from_cache: int  # of which the vector came from embedding_cache
-    embedded_texts: int  # distinct texts sent to the embedder
-    tokens: int  # tokens sent to the embedder
+    embedded_texts: int  # distinct texts the embedder returned vectors for
+    tokens: int  # tokens of those texts
     calls: int  # requests the embedder made
     per_partition: dict[str, int]
-    rejected: list[tuple[PendingChunk, str]]  # chunks the service refused: no vector
+    fallbacks: dict[str, int]  # hybrid: chunks per partition given the fallback's vector
+    rejected: list[tuple[PendingChunk, str]]  # the service refused the text: no vector
+    unembedded: list[tuple[PendingChunk, str]]  # the call failed and nothing fell back
 
 
 def embed_batch(
@@ -122,7 +124,8 @@ def embed_batch(
 
     Vectors come from the cache when the same text was embedded before (in any document);
     only the remaining distinct texts are sent, packed into requests across documents. A
-    chunk the service refuses gets no vector (never a zero one) and is reported.
+    chunk the service refuses gets no vector (never a zero one) and is reported. Where a
+    call fails, `embedder.fallback` (hybrid mode) fills in flagged vectors of its own model.
     The caller holds the transaction, so a failure leaves the previous vectors in place.
     """
     model, dims = embedder.model, embedder.dims
@@ -135,6 +138,8 @@ def embed_batch(
     calls_before = embedder.calls
     fresh: dict[str, np.ndarray] = {}
     refused: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    substitutes: dict[str, np.ndarray] = {}
     if missing:
         hashes = list(missing)
         result = embedder.embed_texts(
@@ -142,25 +147,42 @@ def embed_batch(
             token_counts=[tokens for _, tokens in missing.values()],
         )
         refused = {hashes[i]: reason for i, reason in result.rejected.items()}
-        fresh = {h: v for h, v in zip(hashes, result.vectors, strict=True) if h not in refused}
+        failed = {hashes[i]: reason for i, reason in result.missing.items()}
+        fresh = {hashes[i]: result.vectors[i] for i in result.embedded}
         vectors.remember(conn, model, dims, fresh)
-    rows = []
+        if failed and embedder.fallback is not None:
+            stand_in = embedder.fallback.embed([missing[h][0] for h in failed])
+            substitutes = dict(zip(failed, stand_in, strict=True))
+
+    rows, stand_ins = [], []
     per_partition: dict[str, int] = {}
+    fallbacks: dict[str, int] = {}
     for c in pending:
         vector = fresh.get(c.text_sha256)
         if vector is None:
             vector = known.get(c.text_sha256)
-        if vector is None:
-            continue
-        rows.append((c.id, c.partition_key, vector))
-        per_partition[c.partition_key] = per_partition.get(c.partition_key, 0) + 1
+        if vector is not None:
+            rows.append((c.id, c.partition_key, vector))
+            per_partition[c.partition_key] = per_partition.get(c.partition_key, 0) + 1
+        elif c.text_sha256 in substitutes:
+            stand_ins.append((c.id, c.partition_key, substitutes[c.text_sha256]))
+            fallbacks[c.partition_key] = fallbacks.get(c.partition_key, 0) + 1
     vectors.write(conn, model, dims, rows)
+    if embedder.fallback is not None and stand_ins:
+        fallback = embedder.fallback
+        vectors.write(conn, fallback.model, fallback.dims, stand_ins, fallback=True)
     return EmbedReport(
         chunks=len(rows),
         from_cache=sum(1 for c in pending if c.text_sha256 in known),
-        embedded_texts=len(missing) - len(refused),
-        tokens=sum(tokens for h, (_, tokens) in missing.items() if h not in refused),
+        embedded_texts=len(fresh),
+        tokens=sum(missing[h][1] for h in fresh),
         calls=embedder.calls - calls_before,
         per_partition=per_partition,
+        fallbacks=fallbacks,
         rejected=[(c, refused[c.text_sha256]) for c in pending if c.text_sha256 in refused],
+        unembedded=[
+            (c, failed[c.text_sha256])
+            for c in pending
+            if c.text_sha256 in failed and c.text_sha256 not in substitutes
+        ],
     )

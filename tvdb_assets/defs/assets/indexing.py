@@ -15,10 +15,12 @@ from tvdb_assets.defs.assets.batch import (
 from tvdb_assets.defs.assets.ingestion import parsed_documents
 from tvdb_assets.defs.partitions import documents_partitions
 from tvdb_assets.defs.resources import EmbedderResource, PostgresResource
-from tvdb_assets.lib import stages
+from tvdb_assets.lib import services, stages
+from tvdb_assets.lib.embedding import Embedder
 from tvdb_assets.lib.store import chunks as chunk_store
 from tvdb_assets.lib.store import dead_letters, documents, vectors
 from tvdb_assets.lib.store.dead_letters import IngestError
+from tvdb_assets.lib.store.ledger import CallContext
 
 
 class ChunkingConfig(dg.Config):
@@ -100,52 +102,81 @@ def chunks(
 def embeddings(
     context: dg.AssetExecutionContext, embedder: EmbedderResource, database: PostgresResource
 ) -> dg.MaterializeResult:
-    """One vector per chunk, from `embedding_cache` when the same text was embedded before."""
+    """One vector per chunk, from `embedding_cache` when the same text was embedded before.
+
+    A chunk the service refuses, or that a failed call left without a vector (real mode),
+    is recorded in `ingest_errors` and its document's metadata says `status: failed`; in
+    hybrid mode it gets the mock's vector instead, flagged `fallback` for a later heal.
+    """
     pool_event_connections(context)
     timer = Timer()
-    client = embedder.client()
     with database.connect() as conn:
         keys = _split_failed(context, conn, context.partition_keys)
+        client = embedder.client(CallContext(context.run.run_id, keys))
         paths = documents.paths(conn, keys)
         with conn.transaction():
             report = stages.embed_batch(conn, client, keys)
-            rejected = [
-                IngestError(chunk.partition_key, path, "embed", f"chunk {chunk.id}: {reason}",
-                            run_id=context.run.run_id)
-                for chunk, reason in report.rejected
-                for path in [paths.get(chunk.partition_key, chunk.partition_key)]
-            ]  # fmt: skip
-            embedded = [k for k in keys if k not in {e.partition_key for e in rejected}]
-            dead_letters.resolve(conn, embedded, ("embed",))
-            dead_letters.record(conn, rejected)
+            errors = [
+                IngestError(
+                    chunk.partition_key,
+                    paths.get(chunk.partition_key, chunk.partition_key),
+                    "embed",
+                    f"chunk {chunk.id}: {reason}",
+                    run_id=context.run.run_id,
+                )
+                for chunk, reason in report.rejected + report.unembedded
+            ]
+            failed = {e.partition_key for e in errors}
+            dead_letters.resolve(conn, [k for k in keys if k not in failed], ("embed",))
+            dead_letters.record(conn, errors)
         totals = chunk_store.counts(conn, keys)
-        index = vectors.index_name(client.model, client.dims)
+        circuit = _save_circuit(conn, client)
 
-    refused = Counter(e.partition_key for e in rejected)
+    missing = Counter(e.partition_key for e in errors)
     for key in keys:
         count, _ = totals.get(key, (0, 0))
-        report_ok(
-            context,
-            key,
-            {
-                "vectors": count - refused[key],
-                "rejected_chunks": refused[key],
-                "new_vectors": report.per_partition.get(key, 0),
-                "model": client.model,
-                "dims": client.dims,
-            },
-        )
+        metadata = {
+            "vectors": count - missing[key],
+            "new_vectors": report.per_partition.get(key, 0),
+            "fallback_vectors": report.fallbacks.get(key, 0),
+            "model": client.model,
+            "dims": client.dims,
+        }
+        if missing[key]:
+            reasons = sorted(
+                {e.reason.split(": ", 1)[-1] for e in errors if e.partition_key == key}
+            )
+            error = f"{missing[key]} chunk(s) without a vector: {'; '.join(reasons)}"
+            context.add_asset_metadata(
+                {"status": "failed", "error": error, **metadata}, partition_key=key
+            )
+        else:
+            report_ok(context, key, metadata)
     return dg.MaterializeResult(
         metadata={
             "model": client.model,
             "dims": client.dims,
-            "index": index,
+            "index": vectors.index_name(client.model, client.dims),
             "batch_vectors_written": report.chunks,
             "batch_cache_hits": report.from_cache,
             "batch_texts_embedded": report.embedded_texts,
             "batch_tokens_embedded": report.tokens,
             "batch_embedding_calls": report.calls,
-            "batch_chunks_rejected": len(rejected),
+            "batch_fallback_vectors": sum(report.fallbacks.values()),
+            "batch_chunks_rejected": len(report.rejected),
+            "batch_chunks_unembedded": len(report.unembedded),
             "batch_seconds": timer.seconds,
+            **circuit,
         }
     )
+
+
+def _save_circuit(conn: psycopg.Connection, client: Embedder) -> dict[str, str | int | float]:
+    """The real client's circuit state, for metadata and `service_health`."""
+    breaker = getattr(client, "breaker", None)
+    if breaker is None:
+        return {}
+    snapshot = breaker.snapshot()
+    services.save_health(conn, snapshot)
+    conn.commit()
+    return {f"circuit_{k}": v for k, v in snapshot.items() if k != "service"}

@@ -2,12 +2,12 @@
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-from tvdb_assets.lib.errors import ServiceError
+from tvdb_assets.lib.errors import BudgetExceeded, ServiceError
 from tvdb_assets.lib.tokens import DEFAULT_ENCODING, count_tokens, get_encoding
 
 
@@ -21,10 +21,21 @@ class InputRejected(ServiceError):
 
 @dataclass(frozen=True)
 class EmbedResult:
-    """Unit vectors, one row per text; rows of rejected texts are zeros and must not be used."""
+    """Unit vectors, one row per text; rows of texts without a vector are zeros, never used.
+
+    `rejected`: texts the service refused (their input is at fault). `missing`: texts whose
+    request failed for another reason (retries spent, circuit open, budget reached).
+    """
 
     vectors: npt.NDArray[np.float32]
     rejected: dict[int, str]
+    missing: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def embedded(self) -> list[int]:
+        return [
+            i for i in range(len(self.vectors)) if i not in self.rejected and i not in self.missing
+        ]
 
 
 class Embedder(ABC):
@@ -47,6 +58,8 @@ class Embedder(ABC):
     max_tokens_per_input: int = 8192
     # Tokeniser used to size requests (text-embedding-3-* use cl100k_base).
     encoding: str = DEFAULT_ENCODING
+    # In hybrid mode: what fills in for texts the real service could not embed.
+    fallback: "Embedder | None" = None
 
     def __init__(self) -> None:
         self.calls = 0
@@ -64,6 +77,9 @@ class Embedder(ABC):
         if result.rejected:
             index, reason = next(iter(result.rejected.items()))
             raise InputRejected(self.model, f"text {index} rejected: {reason}")
+        if result.missing:
+            index, reason = next(iter(result.missing.items()))
+            raise ServiceError(self.model, f"text {index} not embedded: {reason}", retryable=True)
         return result.vectors
 
     def embed_texts(
@@ -74,7 +90,9 @@ class Embedder(ABC):
         `token_counts` (one per text, e.g. `Chunk.tokens`) avoids tokenising again. A text
         over `max_tokens_per_input` is cut into windows whose vectors are averaged (weighted
         by tokens), so it still gets one vector. A request refused because of its inputs is
-        halved until the refused text is found: one bad text never costs the others.
+        halved until the refused text is found: one bad text never costs the others. A
+        request that fails otherwise marks its texts missing and the next request is tried
+        (an open circuit or a spent budget then refuses it at once, without a call).
         """
         if token_counts is None:
             token_counts = [count_tokens(t, self.encoding) for t in texts]
@@ -83,16 +101,21 @@ class Embedder(ABC):
         pieces, owners, piece_tokens = self._pieces(texts, token_counts)
         vectors = np.zeros((len(pieces), self.dims), dtype=np.float32)
         refused: dict[int, str] = {}
+        unsent: dict[int, str] = {}
         for start, stop in self._requests(piece_tokens):
-            self._embed_span(pieces, start, stop, vectors, refused)
+            try:
+                self._embed_span(pieces, start, stop, vectors, refused)
+            except (ServiceError, BudgetExceeded) as exc:
+                unsent.update(dict.fromkeys(range(start, stop), str(exc)))
 
         combined = np.zeros((len(texts), self.dims), dtype=np.float32)
         weights = np.asarray(piece_tokens, dtype=np.float32)[:, None]
         np.add.at(combined, np.asarray(owners, dtype=np.intp), vectors * np.maximum(weights, 1))
         rejected = {owners[i]: reason for i, reason in refused.items()}
+        missing = {owners[i]: reason for i, reason in unsent.items() if owners[i] not in rejected}
         norms = np.linalg.norm(combined, axis=1, keepdims=True)
         norms[norms == 0] = 1.0
-        return EmbedResult(combined / norms, rejected)
+        return EmbedResult(combined / norms, rejected, missing)
 
     def _pieces(
         self, texts: Sequence[str], token_counts: Sequence[int]

@@ -20,7 +20,44 @@ def _progress(done: int, total: int) -> None:
     sys.stderr.flush()
 
 
+def _modes(args: argparse.Namespace) -> tuple[str, str]:
+    from tvdb_assets.lib import settings
+
+    parser = args.parser_mode or settings.mode_from_env("TVDB_PARSER_MODE")
+    embedder = args.embedder_mode or settings.mode_from_env("TVDB_EMBEDDER_MODE")
+    return parser, embedder
+
+
+def cmd_dry_run(args: argparse.Namespace) -> int:
+    from tvdb_assets.defs.resources import EmbedderResource, budget
+    from tvdb_assets.lib import estimate, settings, store
+    from tvdb_assets.runner import inbox_targets
+
+    parser_mode, embedder_mode = _modes(args)
+    inbox = settings.uploads_dir()
+    files = [
+        (dest.relative_to(inbox).as_posix(), src)
+        for src, dest in inbox_targets([Path(p) for p in args.paths], inbox)
+    ]
+    embedder = EmbedderResource()
+    plan = estimate.Plan(
+        parse_with_service=parser_mode != "mock",
+        embed_with_service=embedder_mode != "mock",
+        model=embedder.model if embedder_mode != "mock" else "mock-feature-hash",
+        dims=embedder.dims,
+    )
+    with store.connect() as conn:
+        table, totals = estimate.estimate(conn, files, plan, budget())
+    print(table.to_string(index=False) if len(table) else "no files")
+    print()
+    for name, value in totals.items():
+        print(f"{name}: {value}")
+    return 0 if totals["fits_budget"] == "yes" else 1
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return cmd_dry_run(args)
     from tvdb_assets import dagster_env
 
     dagster_env.prepare()
@@ -29,9 +66,16 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from tvdb_assets import runner
     from tvdb_assets.definitions import defs
 
+    parser_mode, embedder_mode = _modes(args)
+    run_config = {
+        "resources": {
+            "parser": {"config": {"mode": parser_mode}},
+            "embedder": {"config": {"mode": embedder_mode}},
+        }
+    }
     with dg.DagsterInstance.get() as instance:
         summary = runner.ingest(
-            [Path(p) for p in args.paths], instance, defs, args.batch_size, _progress
+            [Path(p) for p in args.paths], instance, defs, args.batch_size, _progress, run_config
         )
     rate = summary.ingested / summary.seconds if summary.seconds else 0.0
     print(
@@ -67,9 +111,10 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from tvdb_assets.defs.resources import budget
     from tvdb_assets.lib import status
 
-    print(status.render())
+    print(status.render(budget()))
     return 0
 
 
@@ -109,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = sub.add_parser("ingest", help="copy files into the inbox and ingest them now")
     ingest.add_argument("paths", nargs="+", help="files or directories")
     ingest.add_argument("--batch-size", type=int, default=None, help="documents per run")
+    ingest.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print documents, pages, tokens and estimated cost; call no API, change nothing",
+    )
+    modes = ("mock", "real", "hybrid")
+    ingest.add_argument("--parser-mode", choices=modes, help="default: TVDB_PARSER_MODE")
+    ingest.add_argument("--embedder-mode", choices=modes, help="default: TVDB_EMBEDDER_MODE")
     ingest.set_defaults(func=cmd_ingest)
 
     search = sub.add_parser("search", help="semantic search; prints JSON lines")

@@ -36,32 +36,37 @@ class IngestSummary:
     seconds: float = 0.0
 
 
+def inbox_targets(sources: Sequence[Path], inbox: Path) -> list[tuple[Path, Path]]:
+    """(source file, inbox file) pairs: each source goes under a folder named after it."""
+    pairs: list[tuple[Path, Path]] = []
+    for source in sources:
+        source = source.resolve()
+        if source.is_dir():
+            pairs += [(f, inbox / source.name / f.relative_to(source))
+                      for f in sorted(source.rglob("*")) if f.is_file()]  # fmt: skip
+        elif source.is_file():
+            pairs.append((source, inbox / source.parent.name / source.name))
+        else:
+            raise FileNotFoundError(f"{source}: no such file or directory")
+    return pairs
+
+
 def copy_into_inbox(sources: Sequence[Path], inbox: Path) -> list[str]:
-    """Copy each source under a folder named after it; return the inbox paths it covers.
+    """Copy the sources into the inbox; return the inbox paths they cover.
 
     A file whose copy already has the same size and mtime is left alone, so re-ingesting an
     unchanged corpus touches nothing.
     """
     paths: list[str] = []
-    for source in sources:
-        source = source.resolve()
-        if source.is_dir():
-            pairs = [(f, inbox / source.name / f.relative_to(source))
-                     for f in sorted(source.rglob("*")) if f.is_file()]  # fmt: skip
-        elif source.is_file():
-            pairs = [(source, inbox / source.parent.name / source.name)]
-        else:
-            raise FileNotFoundError(f"{source}: no such file or directory")
-        for src, dest in pairs:
-            stat = src.stat()
-            if dest.exists():
-                existing = dest.stat()
-                if (existing.st_size, existing.st_mtime_ns) == (stat.st_size, stat.st_mtime_ns):
-                    paths.append(dest.relative_to(inbox).as_posix())
-                    continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest)
-            paths.append(dest.relative_to(inbox).as_posix())
+    for src, dest in inbox_targets(sources, inbox):
+        paths.append(dest.relative_to(inbox).as_posix())
+        stat = src.stat()
+        if dest.exists():
+            existing = dest.stat()
+            if (existing.st_size, existing.st_mtime_ns) == (stat.st_size, stat.st_mtime_ns):
+                continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest)
     return paths
 
 
@@ -74,6 +79,7 @@ def ingest(
     defs: dg.Definitions,
     batch_size: int | None = None,
     progress: Progress | None = None,
+    run_config: dict | None = None,
 ) -> IngestSummary:
     started = time.perf_counter()
     inbox = settings.uploads_dir()
@@ -102,7 +108,7 @@ def ingest(
         progress(0, total)
     for batch in plan.batches:
         result = job.execute_in_process(
-            instance=instance, tags=range_tags(batch), raise_on_error=False
+            run_config=run_config, instance=instance, tags=range_tags(batch), raise_on_error=False
         )
         summary.runs.append(result.run_id)
         if result.success:

@@ -29,11 +29,10 @@ def _embedded_server_uri() -> str:
     pgserver counts the processes using a data directory and stops the server when the last
     one exits, so a CLI command and a running `dagster dev` can share it.
     """
-    import pgserver  # imported lazily: an external database never needs it
-
     # pgserver looks for a runtime dir for its socket and warns where XDG_RUNTIME_DIR is
     # unset (containers, CI); it falls back to a fine place, so the warning is only noise.
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+    import pgserver  # imported lazily: an external database never needs it
 
     pgdata = settings.home_dir() / "pgdata"
     pgdata.parent.mkdir(parents=True, exist_ok=True)

@@ -3,9 +3,19 @@
 import pandas as pd
 
 from tvdb_assets.lib import store
-from tvdb_assets.lib.store import dead_letters
+from tvdb_assets.lib.store import dead_letters, ledger
+from tvdb_assets.lib.store.ledger import Budget
 
-TABLES = ("inbox_files", "documents", "chunks", "embeddings", "embedding_cache", "ingest_errors")
+TABLES = (
+    "inbox_files",
+    "documents",
+    "chunks",
+    "embeddings",
+    "embedding_cache",
+    "parse_cache",
+    "ingest_errors",
+    "cost_ledger",
+)
 
 
 def table_counts() -> pd.DataFrame:
@@ -26,9 +36,42 @@ def open_errors() -> pd.DataFrame:
     )
 
 
-def render() -> str:
-    counts = table_counts().to_string(index=False)
+def spend_summary(budget: Budget) -> pd.DataFrame:
+    """Spend today and requests this hour against the budget, and spend by service/model."""
+    with store.connect() as conn:
+        used = ledger.spend(conn)
+        by_model = conn.execute(
+            """SELECT service, model, unit, sum(units), sum(usd) FROM cost_ledger
+                WHERE status = 'billed' AND at >= date_trunc('day', now(), 'UTC')
+                GROUP BY service, model, unit ORDER BY service, model"""
+        ).fetchall()
+    rows = [
+        ("today (UTC)", "spent_usd", f"{used.today_usd:.6f}"),
+        ("today (UTC)", "budget_left_usd", f"{budget.daily_usd - used.today_usd:.6f}"),
+        ("last hour", "requests", str(used.last_hour_requests)),
+        ("last hour", "requests_left", str(budget.hourly_requests - used.last_hour_requests)),
+    ]
+    rows += [(f"{svc}/{model}", f"{unit} / usd", f"{units} / {float(usd):.6f}")
+             for svc, model, unit, units, usd in by_model]  # fmt: skip
+    return pd.DataFrame(rows, columns=["scope", "measure", "value"])
+
+
+def service_health() -> pd.DataFrame:
+    with store.connect() as conn:
+        rows = conn.execute(
+            "SELECT service, state, consecutive_failures, retry_in_seconds, updated_at "
+            "FROM service_health ORDER BY service"
+        ).fetchall()
+    return pd.DataFrame(rows, columns=["service", "circuit", "failures", "retry_in_s", "at"])
+
+
+def render(budget: Budget) -> str:
+    parts = [table_counts().to_string(index=False), spend_summary(budget).to_string(index=False)]
+    health = service_health()
+    parts.append(health.to_string(index=False) if len(health) else "no external calls yet")
     errors = open_errors()
     if errors.empty:
-        return f"{counts}\n\nno open ingest errors"
-    return f"{counts}\n\nopen ingest errors ({len(errors)}):\n{errors.to_string(index=False)}"
+        parts.append("no open ingest errors")
+    else:
+        parts.append(f"open ingest errors ({len(errors)}):\n{errors.to_string(index=False)}")
+    return "\n\n".join(parts)

@@ -1,0 +1,91 @@
+"""`tvdb ingest --dry-run`: what an ingest would send and cost, without calling any API.
+
+Documents are parsed and chunked locally (as in mock mode); tokens already in the
+embedding cache and files already in the parse cache are free, as they would be for real.
+"""
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import psycopg
+
+from tvdb_assets.lib import costs
+from tvdb_assets.lib.chunking import chunk_markdown
+from tvdb_assets.lib.errors import DocumentError
+from tvdb_assets.lib.ids import sha256_text
+from tvdb_assets.lib.parsing import LocalParser
+from tvdb_assets.lib.store import vectors
+from tvdb_assets.lib.store.ledger import Budget, spend
+
+LLAMAPARSE_PARSER = "llamaparse"
+
+
+@dataclass(frozen=True)
+class Plan:
+    parse_with_service: bool  # parser mode real/hybrid
+    embed_with_service: bool  # embedder mode real/hybrid
+    model: str
+    dims: int
+
+
+def estimate(
+    conn: psycopg.Connection, files: Sequence[tuple[str, Path]], plan: Plan, budget: Budget
+) -> tuple[pd.DataFrame, dict[str, float | int | str]]:
+    """One row per document (path, status, pages, chunks, tokens, USD) and the totals."""
+    parser = LocalParser()
+    known: dict[str, str] = dict(conn.execute("SELECT path, sha256 FROM documents").fetchall())
+    rows = []
+    seen_texts: set[str] = set()
+    for inbox_path, source in files:
+        data = source.read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        if known.get(inbox_path) == sha:
+            rows.append((inbox_path, "unchanged", 0, 0, 0, 0, 0, 0.0, 0.0))
+            continue
+        try:
+            parsed = parser.parse(inbox_path, data)
+        except DocumentError as exc:
+            rows.append((inbox_path, f"fails: {exc.reason}", 0, 0, 0, 0, 0, 0.0, 0.0))
+            continue
+        pages = parsed.pages or 1
+        cached_parse = conn.execute(
+            "SELECT 1 FROM parse_cache WHERE sha256 = %s AND parser = %s",
+            (sha, LLAMAPARSE_PARSER),
+        ).fetchone()
+        billed_pages = pages if plan.parse_with_service and not cached_parse else 0
+        chunks = chunk_markdown(parsed.markdown, page_starts=parsed.page_starts)
+        hashes = {sha256_text(c.text): c.tokens for c in chunks}
+        cached = vectors.cached(conn, plan.model, plan.dims, hashes) if hashes else {}
+        new = {h: t for h, t in hashes.items() if h not in cached and h not in seen_texts}
+        seen_texts.update(new)
+        tokens = sum(new.values()) if plan.embed_with_service else 0
+        rows.append((
+            inbox_path,
+            "changed" if inbox_path in known else "new",
+            pages, billed_pages, len(chunks), sum(hashes.values()), tokens,
+            costs.price("llamaparse", "default", billed_pages).usd,
+            costs.price("openai", plan.model, tokens).usd if tokens else 0.0,
+        ))  # fmt: skip
+    table = pd.DataFrame(
+        rows,
+        columns=["document", "status", "pages", "pages_to_parse", "chunks", "tokens",
+                 "tokens_to_embed", "parse_usd", "embed_usd"],
+    )  # fmt: skip
+    used = spend(conn)
+    total = float(table["parse_usd"].sum() + table["embed_usd"].sum()) if len(table) else 0.0
+    totals: dict[str, float | int | str] = {
+        "documents": len(table),
+        "to_ingest": int((table["status"].isin(["new", "changed"])).sum()) if len(table) else 0,
+        "pages_to_parse": int(table["pages_to_parse"].sum()) if len(table) else 0,
+        "tokens_to_embed": int(table["tokens_to_embed"].sum()) if len(table) else 0,
+        "estimated_usd": round(total, 6),
+        "spent_today_usd": round(used.today_usd, 6),
+        "budget_left_usd": round(budget.daily_usd - used.today_usd, 6),
+        "requests_last_hour": used.last_hour_requests,
+        "hourly_request_cap": budget.hourly_requests,
+        "fits_budget": "yes" if total <= budget.daily_usd - used.today_usd else "no",
+    }
+    return table, totals

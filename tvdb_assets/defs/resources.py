@@ -18,6 +18,8 @@ from tvdb_assets.lib.embedding import Embedder, MockEmbedder
 from tvdb_assets.lib.embedding.openai_embedder import OpenAIEmbedder
 from tvdb_assets.lib.embedding.unavailable import UnavailableEmbedder
 from tvdb_assets.lib.parsing import LocalParser, Parser
+from tvdb_assets.lib.parsing.hybrid import HybridParser, UnavailableParser
+from tvdb_assets.lib.parsing.llamaparse import LlamaParseParser
 from tvdb_assets.lib.settings import Mode
 from tvdb_assets.lib.store.ledger import Budget, CallContext
 from tvdb_assets.lib.uploads import LocalInbox, UploadStore
@@ -25,23 +27,58 @@ from tvdb_assets.lib.uploads import LocalInbox, UploadStore
 
 def _only_mock(resource: str, mode: Mode) -> None:
     if mode != "mock":
-        raise dg.DagsterInvalidConfigError(
-            f"{resource} mode {mode!r} is not available yet: this release ships the offline "
-            "'mock' clients only",
-            [],
-            None,
+        raise dg.Failure(
+            f"{resource} mode {mode!r} is not available yet: uploads come from the local "
+            "inbox ('mock') only"
         )
 
 
 class ParserResource(dg.ConfigurableResource):
-    """Turns an upload's bytes into markdown (mock: local parsing of md/html/txt/pdf)."""
+    """Turns an upload's bytes into markdown.
+
+    mock: local parsing of md/html/txt/pdf. real: LlamaParse, results cached by content
+    hash, several documents at a time. hybrid: LlamaParse first; where it cannot answer
+    (outage, open circuit, budget, missing key) the local parse, flagged fallback.
+    """
 
     mode: Mode = "mock"
     max_file_mb: int = 100
+    api_key: str | None = None  # only ever EnvVar("LLAMA_CLOUD_API_KEY")
+    base_url: str | None = None  # unset: LLAMA_CLOUD_BASE_URL, else the SDK's default
+    concurrency: int = 4
+    timeout_seconds: float = 300.0
+    poll_seconds: float = 1.0
+    max_attempts: int = 5
+    circuit_failures: int = 5
+    circuit_reset_seconds: float = 60.0
 
-    def client(self) -> Parser:
-        _only_mock("parser", self.mode)
-        return LocalParser(max_bytes=self.max_file_mb * 1024 * 1024)
+    def client(self, call: CallContext | None = None) -> Parser:
+        local = LocalParser(max_bytes=self.max_file_mb * 1024 * 1024)
+        if self.mode == "mock":
+            return local
+        real = self._real(call)
+        return HybridParser(real, local) if self.mode == "hybrid" else real
+
+    def _real(self, call: CallContext | None) -> Parser:
+        if not self.api_key:
+            reason = "LLAMA_CLOUD_API_KEY is not set"
+            if self.mode == "real":
+                raise dg.Failure(f"parser mode 'real' needs an API key: {reason}")
+            return UnavailableParser("llamaparse", reason)
+        return LlamaParseParser(
+            api_key=self.api_key,
+            base_url=self.base_url or os.environ.get("LLAMA_CLOUD_BASE_URL") or None,
+            breaker=services.breaker(
+                "llamaparse", self.circuit_failures, self.circuit_reset_seconds
+            ),
+            ledger=Ledger(budget()),
+            call=call,
+            attempts=self.max_attempts,
+            timeout=self.timeout_seconds,
+            check_interval=self.poll_seconds,
+            concurrency=self.concurrency,
+            max_bytes=self.max_file_mb * 1024 * 1024,
+        )
 
 
 class EmbedderResource(dg.ConfigurableResource):
@@ -126,7 +163,10 @@ def _secret(name: str) -> Any:
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     return {
-        "parser": ParserResource(mode=settings.mode_from_env("TVDB_PARSER_MODE")),
+        "parser": ParserResource(
+            mode=settings.mode_from_env("TVDB_PARSER_MODE"),
+            api_key=_secret("LLAMA_CLOUD_API_KEY"),
+        ),
         "embedder": EmbedderResource(
             mode=settings.mode_from_env("TVDB_EMBEDDER_MODE"),
             api_key=_secret("OPENAI_API_KEY"),

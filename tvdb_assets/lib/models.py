@@ -16,6 +16,7 @@ class ParsedDocument:
     mime: str
     pages: int | None = None
     page_starts: tuple[int, ...] = ()
+    fallback: bool = False  # hybrid: the local parser stood in for the service
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ transaction and one COPY per stage, and embedding requests are packed across doc
 import hashlib
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
@@ -18,8 +19,9 @@ from tvdb_assets.lib.chunking import chunk_markdown
 from tvdb_assets.lib.embedding import Embedder
 from tvdb_assets.lib.errors import DocumentError
 from tvdb_assets.lib.ids import chunk_id, sha256_text
+from tvdb_assets.lib.models import ParsedDocument
 from tvdb_assets.lib.parsing import Parser
-from tvdb_assets.lib.store import vectors
+from tvdb_assets.lib.store import parse_cache, vectors
 from tvdb_assets.lib.store.chunks import ChunkRow
 from tvdb_assets.lib.store.dead_letters import IngestError
 from tvdb_assets.lib.store.documents import DocumentRow
@@ -34,9 +36,12 @@ class ParseOutcome:
     document: DocumentRow | None
     error: IngestError | None
     seconds: float
+    cached: bool = False
 
 
-def _parse_one(uploads: UploadStore, parser: Parser, file: InboxFile) -> ParseOutcome:
+def _parse_one(
+    uploads: UploadStore, parser: Parser, file: InboxFile, cached: ParsedDocument | None = None
+) -> ParseOutcome:
     started = time.perf_counter()
     try:
         data = uploads.read(file.path)
@@ -45,26 +50,56 @@ def _parse_one(uploads: UploadStore, parser: Parser, file: InboxFile) -> ParseOu
             file.partition_key, file.path, "read", f"cannot read upload ({exc.strerror})"
         )
         return ParseOutcome(file, None, error, time.perf_counter() - started)
+    # The hash of the bytes actually parsed: the upload may have changed since it was listed.
+    sha = hashlib.sha256(data).hexdigest()
     try:
-        parsed = parser.parse(file.path, data)
+        parsed = (
+            cached if cached is not None and sha == file.sha256 else parser.parse(file.path, data)
+        )
     except DocumentError as exc:
         error = IngestError(file.partition_key, file.path, exc.stage, exc.reason, file.sha256)
         return ParseOutcome(file, None, error, time.perf_counter() - started)
-    # The hash of the bytes actually parsed: the upload may have changed since it was listed.
-    sha = hashlib.sha256(data).hexdigest()
     document = DocumentRow(
         file.partition_key, file.path, sha, len(data), parsed.mime, parsed.parser,
-        parsed.pages, parsed.page_starts, parsed.markdown,
+        parsed.pages, parsed.page_starts, parsed.markdown, parsed.fallback,
     )  # fmt: skip
-    return ParseOutcome(file, document, None, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return ParseOutcome(file, document, None, seconds, cached=parsed is cached)
 
 
 def parse_batch(
-    uploads: UploadStore, parser: Parser, files: Sequence[InboxFile]
+    uploads: UploadStore,
+    parser: Parser,
+    files: Sequence[InboxFile],
+    conn: psycopg.Connection | None = None,
 ) -> list[ParseOutcome]:
-    """Parse every file; a bad one becomes an error outcome and never stops the others."""
-    work = partial(_parse_one, uploads, parser)
-    return list(workers.map_in_order(work, files, len(files)))
+    """Parse every file; a bad one becomes an error outcome and never stops the others.
+
+    A parser that costs money (`cacheable`) is asked only for content it has not parsed
+    before (any file, any name), several documents at a time (`concurrency`), and what it
+    returns is cached; local parsing is CPU-bound and spreads over processes instead.
+    """
+    if not getattr(parser, "cacheable", False) or conn is None:
+        work = partial(_parse_one, uploads, parser)
+        return list(workers.map_in_order(work, files, len(files)))
+
+    known = parse_cache.lookup(conn, parser.name, (f.sha256 for f in files))
+    with ThreadPoolExecutor(max_workers=max(1, getattr(parser, "concurrency", 1))) as pool:
+        outcomes = list(
+            pool.map(lambda f: _parse_one(uploads, parser, f, known.get(f.sha256)), files)
+        )
+    paid = [
+        (o.document.sha256, _as_parsed(o.document))
+        for o in outcomes
+        if o.document is not None and not o.cached and not o.document.fallback
+    ]
+    parse_cache.save(conn, paid)
+    conn.commit()
+    return outcomes
+
+
+def _as_parsed(row: DocumentRow) -> ParsedDocument:
+    return ParsedDocument(row.markdown, row.parser, row.mime, row.pages, row.page_starts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
+import psycopg
 
+from tvdb_assets.lib import services
 from tvdb_assets.lib.store.dead_letters import IngestError
 
 _pooled: set[int] = set()
@@ -49,3 +51,16 @@ class Timer:
     @property
     def seconds(self) -> float:
         return round(time.perf_counter() - self.started, 3)
+
+
+def save_circuit(conn: psycopg.Connection, client: object) -> dict[str, str | int | float]:
+    """A real client's circuit state, saved for `tvdb status` and returned as metadata."""
+    breaker = getattr(client, "breaker", None) or getattr(
+        getattr(client, "real", None), "breaker", None
+    )
+    if breaker is None:
+        return {}
+    snapshot = breaker.snapshot()
+    services.save_health(conn, snapshot)
+    conn.commit()
+    return {f"circuit_{k}": v for k, v in snapshot.items() if k != "service"}

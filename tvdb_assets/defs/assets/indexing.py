@@ -11,12 +11,12 @@ from tvdb_assets.defs.assets.batch import (
     pool_event_connections,
     report_ok,
     report_skipped,
+    save_circuit,
 )
 from tvdb_assets.defs.assets.ingestion import parsed_documents
 from tvdb_assets.defs.partitions import documents_partitions
 from tvdb_assets.defs.resources import EmbedderResource, PostgresResource
-from tvdb_assets.lib import services, stages
-from tvdb_assets.lib.embedding import Embedder
+from tvdb_assets.lib import stages
 from tvdb_assets.lib.store import chunks as chunk_store
 from tvdb_assets.lib.store import dead_letters, documents, vectors
 from tvdb_assets.lib.store.dead_letters import IngestError
@@ -130,7 +130,7 @@ def embeddings(
             dead_letters.resolve(conn, [k for k in keys if k not in failed], ("embed",))
             dead_letters.record(conn, errors)
         totals = chunk_store.counts(conn, keys)
-        circuit = _save_circuit(conn, client)
+        circuit = save_circuit(conn, client)
 
     missing = Counter(e.partition_key for e in errors)
     for key in keys:
@@ -169,14 +169,3 @@ def embeddings(
             **circuit,
         }
     )
-
-
-def _save_circuit(conn: psycopg.Connection, client: Embedder) -> dict[str, str | int | float]:
-    """The real client's circuit state, for metadata and `service_health`."""
-    breaker = getattr(client, "breaker", None)
-    if breaker is None:
-        return {}
-    snapshot = breaker.snapshot()
-    services.save_health(conn, snapshot)
-    conn.commit()
-    return {f"circuit_{k}": v for k, v in snapshot.items() if k != "service"}

@@ -9,12 +9,14 @@ from tvdb_assets.defs.assets.batch import (
     pool_event_connections,
     report_failed,
     report_ok,
+    save_circuit,
 )
 from tvdb_assets.defs.partitions import documents_partitions
 from tvdb_assets.defs.resources import ParserResource, PostgresResource, UploadsResource
 from tvdb_assets.lib import stages
 from tvdb_assets.lib.store import dead_letters, documents, registry
 from tvdb_assets.lib.store.dead_letters import IngestError
+from tvdb_assets.lib.store.ledger import CallContext
 
 PREVIEW_CHARS = 600
 
@@ -55,8 +57,9 @@ def parsed_documents(
             for key in keys
             if key not in files
         ]
+        client = parser.client(CallContext(context.run.run_id, keys))
         outcomes = stages.parse_batch(
-            upload_store.client(), parser.client(), [files[k] for k in keys if k in files]
+            upload_store.client(), client, [files[k] for k in keys if k in files], conn
         )
         parsed = [o.document for o in outcomes if o.document is not None]
         errors = [
@@ -67,6 +70,7 @@ def parsed_documents(
             documents.replace(conn, parsed, context.run.run_id)
             dead_letters.resolve(conn, [d.partition_key for d in parsed], ("read", "parse"))
             dead_letters.record(conn, errors)
+        circuit = save_circuit(conn, client)
 
     for outcome in outcomes:
         if outcome.document is None:
@@ -83,6 +87,8 @@ def parsed_documents(
                 "pages": doc.pages if doc.pages is not None else 0,
                 "characters": len(doc.markdown),
                 "parse_seconds": round(outcome.seconds, 4),
+                "from_parse_cache": outcome.cached,
+                "fallback": doc.fallback,
                 "preview": dg.MetadataValue.md(doc.markdown[:PREVIEW_CHARS]),
             },
         )
@@ -94,6 +100,9 @@ def parsed_documents(
             "batch_parsed": len(parsed),
             "batch_failed": len(errors),
             "batch_bytes": sum(d.bytes for d in parsed),
+            "batch_from_parse_cache": sum(1 for o in outcomes if o.cached),
+            "batch_fallbacks": sum(1 for d in parsed if d.fallback),
             "batch_seconds": timer.seconds,
+            **circuit,
         }
     )

@@ -17,9 +17,12 @@ class DocumentRow:
     pages: int | None
     page_starts: tuple[int, ...]
     markdown: str
+    fallback: bool = False  # hybrid: parsed locally because the service could not answer
 
 
-_COLUMNS = "partition_key, path, sha256, bytes, mime, parser, pages, page_starts, markdown"
+_COLUMNS = (
+    "partition_key, path, sha256, bytes, mime, parser, pages, page_starts, markdown, fallback"
+)
 
 
 def replace(conn: psycopg.Connection, rows: Sequence[DocumentRow], run_id: str | None) -> None:
@@ -36,7 +39,7 @@ def replace(conn: psycopg.Connection, rows: Sequence[DocumentRow], run_id: str |
         for r in rows:
             copy.write_row(
                 (r.partition_key, r.path, r.sha256, r.bytes, r.mime, r.parser, r.pages,
-                 list(r.page_starts), r.markdown, run_id)
+                 list(r.page_starts), r.markdown, r.fallback, run_id)
             )  # fmt: skip
 
 
@@ -49,9 +52,9 @@ def load(conn: psycopg.Connection, partition_keys: Sequence[str]) -> Iterator[Do
             "ORDER BY partition_key",
             (list(partition_keys),),
         )
-        for key, path, sha, size, mime, parser, pages, page_starts, markdown in cur:
+        for key, path, sha, size, mime, parser, pages, starts, markdown, fallback in cur:
             yield DocumentRow(
-                key, path, sha, size, mime, parser, pages, tuple(page_starts), markdown
+                key, path, sha, size, mime, parser, pages, tuple(starts), markdown, fallback
             )
 
 

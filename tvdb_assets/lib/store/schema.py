@@ -123,6 +123,8 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             PRIMARY KEY (sha256, parser)
         );
 
+        ALTER TABLE documents ADD COLUMN fallback boolean NOT NULL DEFAULT false;
+
         -- Last known circuit state per external service, for metadata and `tvdb status`.
         CREATE TABLE service_health (
             service              text PRIMARY KEY,

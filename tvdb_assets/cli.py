@@ -29,7 +29,7 @@ def _modes(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def cmd_dry_run(args: argparse.Namespace) -> int:
-    from tvdb_assets.defs.resources import EmbedderResource, budget
+    from tvdb_assets.defs.resources import EmbedderResource, OpenAICredentials, budget
     from tvdb_assets.lib import estimate, settings, store
     from tvdb_assets.runner import inbox_targets
 
@@ -39,7 +39,7 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
         (dest.relative_to(inbox).as_posix(), src)
         for src, dest in inbox_targets([Path(p) for p in args.paths], inbox)
     ]
-    embedder = EmbedderResource()
+    embedder = EmbedderResource(credentials=OpenAICredentials())
     plan = estimate.Plan(
         parse_with_service=parser_mode != "mock",
         embed_with_service=embedder_mode != "mock",

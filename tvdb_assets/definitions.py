@@ -8,12 +8,18 @@ from tvdb_assets.defs.checks import data_quality_checks
 from tvdb_assets.defs.resources import default_resources
 from tvdb_assets.defs.sensors import inbox_sensor, ingest_job
 
-defs = dg.Definitions(
-    assets=[uploads, parsed_documents, chunks, embeddings],
-    asset_checks=data_quality_checks,
-    jobs=[ingest_job],
-    sensors=[inbox_sensor],
-    resources=default_resources(),
-    # Each run already covers a whole batch; a process per step would only add start-up.
-    executor=dg.in_process_executor,
-)
+
+def build_defs() -> dg.Definitions:
+    """Resources read their defaults (modes, which keys exist) from the environment now."""
+    return dg.Definitions(
+        assets=[uploads, parsed_documents, chunks, embeddings],
+        asset_checks=data_quality_checks,
+        jobs=[ingest_job],
+        sensors=[inbox_sensor],
+        resources=default_resources(),
+        # Each run already covers a whole batch; a process per step would only add start-up.
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_defs()

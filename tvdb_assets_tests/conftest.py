@@ -17,6 +17,7 @@ import pytest
 
 from tvdb_assets import dagster_env
 from tvdb_assets.lib import database, store
+from tvdb_assets_tests.fakes.fixtures import fake_llamaparse, fake_openai  # noqa: F401
 
 _ENV = (
     "TVDB_DATABASE_URL",

@@ -230,3 +230,36 @@ def test_data_quality_checks_run_with_each_batch(project: Project, instance, tmp
         conn.execute("DELETE FROM embeddings WHERE partition_key <> %s", (key,))
     broken = job.execute_in_process(instance=instance, partition_key=key)
     assert check_results(broken)["every_chunk_has_one_vector"] is False
+
+
+def test_the_hnsw_index_is_built_at_the_threshold_and_used_by_search(
+    project: Project, instance, tmp_path, monkeypatch
+):
+    source = tmp_path / "kb"
+    write_corpus(source)
+    monkeypatch.setenv("TVDB_HNSW_MIN_ROWS", "1000")
+    ingest(source, instance)
+    assert project.scalar("SELECT count(*) FROM pg_indexes WHERE indexname LIKE '%hnsw%'") == 0
+
+    monkeypatch.setenv("TVDB_HNSW_MIN_ROWS", "1")
+    more = tmp_path / "more"
+    more.mkdir()
+    (more / "owls.md").write_text("# Owls\n\nBarn owls hunt voles at dusk over meadows.\n")
+    ingest(more, instance)
+
+    name = "embeddings_hnsw_mock_feature_hash_1536"
+    definition = str(project.scalar("SELECT indexdef FROM pg_indexes WHERE indexname = %s", name))
+    assert "hnsw" in definition and "vector_cosine_ops" in definition
+    assert "model = 'mock-feature-hash'" in definition
+    with project.connect() as conn:
+        conn.execute("SET enable_seqscan = off")  # tiny tables: make the planner show its hand
+        plan = "\n".join(
+            row[0]
+            for row in conn.execute(
+                "EXPLAIN SELECT chunk_id FROM embeddings WHERE model = 'mock-feature-hash' "
+                "AND dims = 1536 ORDER BY embedding::vector(1536) <=> "
+                "(SELECT embedding FROM embeddings LIMIT 1)::vector(1536) LIMIT 3"
+            ).fetchall()
+        )
+    assert name in plan
+    assert search("barn owls voles dusk", k=1)[0].document == "more/owls.md"

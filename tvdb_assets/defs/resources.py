@@ -33,6 +33,22 @@ def _only_mock(resource: str, mode: Mode) -> None:
         )
 
 
+class OpenAICredentials(dg.ConfigurableResource):
+    """The OpenAI key, only ever `EnvVar("OPENAI_API_KEY")`.
+
+    A resource of its own: run config that changes the embedder's mode replaces the
+    embedder's whole config, and must not take the key with it.
+    """
+
+    api_key: str | None = None
+
+
+class LlamaCloudCredentials(dg.ConfigurableResource):
+    """The LlamaCloud key, only ever `EnvVar("LLAMA_CLOUD_API_KEY")` (see OpenAICredentials)."""
+
+    api_key: str | None = None
+
+
 class ParserResource(dg.ConfigurableResource):
     """Turns an upload's bytes into markdown.
 
@@ -41,13 +57,13 @@ class ParserResource(dg.ConfigurableResource):
     (outage, open circuit, budget, missing key) the local parse, flagged fallback.
     """
 
+    credentials: LlamaCloudCredentials
     mode: Mode = "mock"
     max_file_mb: int = 100
-    api_key: str | None = None  # only ever EnvVar("LLAMA_CLOUD_API_KEY")
     base_url: str | None = None  # unset: LLAMA_CLOUD_BASE_URL, else the SDK's default
     concurrency: int = 4
     timeout_seconds: float = 300.0
-    poll_seconds: float = 1.0
+    poll_seconds: int = 1
     max_attempts: int = 5
     circuit_failures: int = 5
     circuit_reset_seconds: float = 60.0
@@ -60,13 +76,14 @@ class ParserResource(dg.ConfigurableResource):
         return HybridParser(real, local) if self.mode == "hybrid" else real
 
     def _real(self, call: CallContext | None) -> Parser:
-        if not self.api_key:
+        api_key = self.credentials.api_key
+        if not api_key:
             reason = "LLAMA_CLOUD_API_KEY is not set"
             if self.mode == "real":
                 raise dg.Failure(f"parser mode 'real' needs an API key: {reason}")
             return UnavailableParser("llamaparse", reason)
         return LlamaParseParser(
-            api_key=self.api_key,
+            api_key=api_key,
             base_url=self.base_url or os.environ.get("LLAMA_CLOUD_BASE_URL") or None,
             breaker=services.breaker(
                 "llamaparse", self.circuit_failures, self.circuit_reset_seconds
@@ -89,10 +106,10 @@ class EmbedderResource(dg.ConfigurableResource):
     fails (outage, open circuit, budget, missing key) the mock's vector, flagged fallback.
     """
 
+    credentials: OpenAICredentials
     mode: Mode = "mock"
     model: str = "text-embedding-3-small"
     dims: int = 1536
-    api_key: str | None = None  # only ever EnvVar("OPENAI_API_KEY")
     base_url: str | None = None  # unset: OPENAI_BASE_URL, else the SDK's default
     requests_per_minute: int = 3_000
     tokens_per_minute: int = 1_000_000
@@ -111,13 +128,14 @@ class EmbedderResource(dg.ConfigurableResource):
         return real
 
     def _real(self, call: CallContext | None) -> Embedder:
-        if not self.api_key:
+        api_key = self.credentials.api_key
+        if not api_key:
             reason = "OPENAI_API_KEY is not set"
             if self.mode == "real":
                 raise dg.Failure(f"embedder mode 'real' needs an API key: {reason}")
             return UnavailableEmbedder(self.model, self.dims, reason)
         return OpenAIEmbedder(
-            api_key=self.api_key,
+            api_key=api_key,
             base_url=self.base_url or os.environ.get("OPENAI_BASE_URL") or None,
             model=self.model,
             dims=self.dims,
@@ -164,12 +182,12 @@ def _secret(name: str) -> Any:
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     return {
         "parser": ParserResource(
+            credentials=LlamaCloudCredentials(api_key=_secret("LLAMA_CLOUD_API_KEY")),
             mode=settings.mode_from_env("TVDB_PARSER_MODE"),
-            api_key=_secret("LLAMA_CLOUD_API_KEY"),
         ),
         "embedder": EmbedderResource(
+            credentials=OpenAICredentials(api_key=_secret("OPENAI_API_KEY")),
             mode=settings.mode_from_env("TVDB_EMBEDDER_MODE"),
-            api_key=_secret("OPENAI_API_KEY"),
         ),
         "upload_store": UploadsResource(mode=settings.mode_from_env("TVDB_UPLOADS_MODE")),
         "database": PostgresResource(),

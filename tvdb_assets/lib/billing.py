@@ -15,7 +15,11 @@ from tvdb_assets.lib.store.ledger import Budget, CallContext, Spend
 
 @dataclass
 class Bill:
-    """Filled in by the caller with what the service reported it billed."""
+    """Filled in by the caller with what the service billed.
+
+    Set it before raising when the call may have been billed although it failed (a
+    timeout: the service finished the work after the client gave up).
+    """
 
     actual: Charge | None = None
 
@@ -48,7 +52,10 @@ class Ledger:
             yield bill
         except BaseException:
             with self._lock:
-                ledger.release(self._connection(), entry)
+                if bill.actual is None:
+                    ledger.release(self._connection(), entry)
+                else:
+                    ledger.settle(self._connection(), entry, bill.actual)
             raise
         with self._lock:
             ledger.settle(self._connection(), entry, bill.actual or estimate)

@@ -17,7 +17,7 @@ import psycopg
 from tvdb_assets.lib import workers
 from tvdb_assets.lib.chunking import chunk_markdown
 from tvdb_assets.lib.embedding import Embedder
-from tvdb_assets.lib.errors import DocumentError
+from tvdb_assets.lib.errors import BudgetExceeded, DocumentError, ServiceError
 from tvdb_assets.lib.ids import chunk_id, sha256_text
 from tvdb_assets.lib.models import ParsedDocument
 from tvdb_assets.lib.parsing import Parser
@@ -58,6 +58,10 @@ def _parse_one(
         )
     except DocumentError as exc:
         error = IngestError(file.partition_key, file.path, exc.stage, exc.reason, file.sha256)
+        return ParseOutcome(file, None, error, time.perf_counter() - started)
+    except (ServiceError, BudgetExceeded) as exc:
+        # Real mode: the service could not parse it now; this document fails, not the batch.
+        error = IngestError(file.partition_key, file.path, "parse", str(exc), file.sha256)
         return ParseOutcome(file, None, error, time.perf_counter() - started)
     document = DocumentRow(
         file.partition_key, file.path, sha, len(data), parsed.mime, parsed.parser,

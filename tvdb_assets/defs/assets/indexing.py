@@ -21,6 +21,7 @@ from tvdb_assets.lib.store import chunks as chunk_store
 from tvdb_assets.lib.store import dead_letters, documents, vectors
 from tvdb_assets.lib.store.dead_letters import IngestError
 from tvdb_assets.lib.store.ledger import CallContext
+from tvdb_assets.lib.store.vectors import PendingChunk
 
 
 class ChunkingConfig(dg.Config):
@@ -116,23 +117,15 @@ def embeddings(
         paths = documents.paths(conn, keys)
         with conn.transaction():
             report = stages.embed_batch(conn, client, keys)
-            errors = [
-                IngestError(
-                    chunk.partition_key,
-                    paths.get(chunk.partition_key, chunk.partition_key),
-                    "embed",
-                    f"chunk {chunk.id}: {reason}",
-                    run_id=context.run.run_id,
-                )
-                for chunk, reason in report.rejected + report.unembedded
-            ]
+            errors = _embed_errors(report, paths, context.run.run_id)
             failed = {e.partition_key for e in errors}
             dead_letters.resolve(conn, [k for k in keys if k not in failed], ("embed",))
             dead_letters.record(conn, errors)
         totals = chunk_store.counts(conn, keys)
         circuit = save_circuit(conn, client)
 
-    missing = Counter(e.partition_key for e in errors)
+    missing = Counter(c.partition_key for c, _ in report.rejected + report.unembedded)
+    reasons = {e.partition_key: e.reason for e in errors}
     for key in keys:
         count, _ = totals.get(key, (0, 0))
         metadata = {
@@ -142,13 +135,9 @@ def embeddings(
             "model": client.model,
             "dims": client.dims,
         }
-        if missing[key]:
-            reasons = sorted(
-                {e.reason.split(": ", 1)[-1] for e in errors if e.partition_key == key}
-            )
-            error = f"{missing[key]} chunk(s) without a vector: {'; '.join(reasons)}"
+        if key in reasons:
             context.add_asset_metadata(
-                {"status": "failed", "error": error, **metadata}, partition_key=key
+                {"status": "failed", "error": reasons[key], **metadata}, partition_key=key
             )
         else:
             report_ok(context, key, metadata)
@@ -169,3 +158,27 @@ def embeddings(
             **circuit,
         }
     )
+
+
+def _embed_errors(
+    report: stages.EmbedReport, paths: dict[str, str], run_id: str
+) -> list[IngestError]:
+    """One dead-letter row per document that has chunks without a vector, saying why."""
+    by_key: dict[str, list[tuple[PendingChunk, str]]] = {}
+    for chunk, reason in report.rejected + report.unembedded:
+        by_key.setdefault(chunk.partition_key, []).append((chunk, reason))
+    errors = []
+    for key, missing in by_key.items():
+        why = "; ".join(sorted({reason for _, reason in missing}))
+        first = ", ".join(str(chunk.id) for chunk, _ in missing[:3])
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        errors.append(
+            IngestError(
+                key,
+                paths.get(key, key),
+                "embed",
+                f"{len(missing)} chunk(s) without a vector ({first}{more}): {why}",
+                run_id=run_id,
+            )
+        )
+    return errors

@@ -67,21 +67,29 @@ class OpenAIEmbedder(Embedder):
         tokens = sum(count_tokens(t, self.encoding) for t in texts)
         call = self.call.child()
         with self.breaker.guard():
-            if self.ledger is None:
-                response = self._send(texts, tokens, call)
-            else:
-                with self.ledger.charge(costs.price(SERVICE, self.model, tokens), call) as bill:
-                    response = self._send(texts, tokens, call)
-                    bill.actual = costs.price(SERVICE, self.model, response.usage.prompt_tokens)
+            response = self._send(texts, tokens, call)
         ordered = sorted(response.data, key=lambda item: item.index)
         return np.asarray([item.embedding for item in ordered], dtype=np.float32)
 
     def _send(
         self, texts: list[str], tokens: int, call: CallContext
     ) -> openai.types.CreateEmbeddingResponse:
+        estimate = costs.price(SERVICE, self.model, tokens)
+
         def attempt() -> openai.types.CreateEmbeddingResponse:
+            # Every HTTP attempt is a billable call of its own: budget first, ledger after.
             self.limiter.acquire(tokens)
-            return self._request(texts, call)
+            if self.ledger is None:
+                return self._request(texts, call)
+            with self.ledger.charge(estimate, call) as bill:
+                try:
+                    response = self._request(texts, call)
+                except ServiceError as exc:
+                    if getattr(exc, "maybe_billed", False):
+                        bill.actual = estimate
+                    raise
+                bill.actual = costs.price(SERVICE, self.model, response.usage.prompt_tokens)
+                return response
 
         def on_retry(number: int, error: BaseException, wait: float) -> None:
             log.warning(
@@ -103,7 +111,10 @@ class OpenAIEmbedder(Embedder):
                 **extra,  # type: ignore[arg-type]
             )
         except openai.APITimeoutError:
-            raise classify_http(SERVICE, None, "request timed out", None, timeout=True) from None
+            error = classify_http(SERVICE, None, "request timed out", None, timeout=True)
+            # The service may well have done (and billed) the work after we stopped waiting.
+            error.maybe_billed = True  # type: ignore[attr-defined]
+            raise error from None
         except openai.APIConnectionError:
             raise classify_http(SERVICE, None, "connection failed", None, connection=True) from None
         except openai.APIStatusError as exc:

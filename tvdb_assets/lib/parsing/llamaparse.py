@@ -1,8 +1,9 @@
 """LlamaParse through its SDK, behind the circuit breaker, one retry layer and the budget.
 
 The SDK would turn a failed job into an empty result (`ignore_errors=True`) and check PyPI
-for updates; both are switched off. Its own upload retries ignore Retry-After, so every
-attempt here is one SDK call inside `call_with_retries`.
+for updates; both are switched off. It also retries uploads itself (5 attempts, ignoring
+Retry-After): `_UploadGate` turns a failed upload into our ServiceError at once, which its
+retry policy does not match, so `call_with_retries` is the one retry layer.
 """
 
 import io
@@ -12,6 +13,7 @@ from collections.abc import Callable
 
 import httpx
 from llama_cloud_services import LlamaParse
+from llama_cloud_services.parse.base import JobFailedException
 from pypdf import PdfReader
 
 from tvdb_assets.lib import costs
@@ -51,7 +53,7 @@ class LlamaParseParser(Parser):
         call: CallContext | None = None,
         attempts: int = 5,
         timeout: float = 300.0,
-        check_interval: float = 1.0,
+        check_interval: int = 1,
         concurrency: int = 4,
         max_bytes: int = DEFAULT_MAX_BYTES,
         sleep: Callable[[float], None] = time.sleep,
@@ -126,6 +128,7 @@ class LlamaParseParser(Parser):
             max_timeout=int(self.timeout),
             check_interval=self.check_interval,
             custom_client=httpx.AsyncClient(
+                transport=_UploadGate(),
                 timeout=self.timeout,
                 headers={
                     "Authorization": f"Bearer {self.api_key}",
@@ -136,19 +139,52 @@ class LlamaParseParser(Parser):
         name = path.rsplit("/", 1)[-1]
         try:
             return client.parse(data, extra_info={"file_name": name})
-        except httpx.HTTPStatusError as exc:
-            message = f"HTTP {exc.response.status_code} from LlamaParse"
-            raise classify_http(
-                SERVICE, exc.response.status_code, message, dict(exc.response.headers)
-            ) from None
-        except httpx.TimeoutException:
-            raise classify_http(SERVICE, None, "request timed out", None, timeout=True) from None
-        except httpx.TransportError:
-            raise classify_http(SERVICE, None, "connection failed", None, connection=True) from None
         except ServiceError:
             raise
-        except Exception as exc:  # the SDK raises a bare Exception for a failed job
-            raise DocumentError(path, f"LlamaParse job failed ({_clean(exc)})") from None
+        except JobFailedException as exc:
+            reason = exc.error_message or exc.error_code or "no reason given"
+            raise DocumentError(path, f"LlamaParse could not parse it ({reason})") from None
+        except Exception as exc:
+            # The SDK's poll loop swallows HTTP errors and gives up at max_timeout with a bare
+            # Exception. Not retried: the job may still finish, and a new upload would be a
+            # second job billed.
+            raise ServiceError(SERVICE, f"no result ({_clean(exc)})", retryable=False) from None
+
+
+class _UploadGate(httpx.AsyncBaseTransport):
+    """Surfaces a failed upload as our ServiceError before the SDK's own retries see it.
+
+    Status polls and result fetches pass through untouched: the SDK polls until the job
+    is done anyway.
+    """
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        upload = request.method == "POST"
+        try:
+            response = await self._inner.handle_async_request(request)
+        except httpx.TransportError as exc:
+            if not upload:
+                raise
+            timeout = isinstance(exc, httpx.TimeoutException)
+            what = "upload timed out" if timeout else "upload connection failed"
+            raise classify_http(
+                SERVICE, None, what, None, timeout=timeout, connection=not timeout
+            ) from None
+        if upload and response.status_code >= 400:
+            await response.aread()
+            raise classify_http(
+                SERVICE,
+                response.status_code,
+                f"upload refused (HTTP {response.status_code})",
+                dict(response.headers),
+            )
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def _page_count(path: str, data: bytes, kind: Kind) -> int:

@@ -159,13 +159,13 @@ def migrate(conn: psycopg.Connection) -> int:
     return LATEST_VERSION
 
 
-# pgvector's HNSW takes up to 2,000 dims of `vector` and 4,000 of `halfvec`.
-_HNSW_VECTOR_MAX_DIMS = 2000
+# pgvector's HNSW indexes `vector` of up to 2,000 dims (this pgvector, 0.6, has no halfvec).
+HNSW_MAX_DIMS = 2000
 
 
 def vector_cast(dims: int) -> str:
-    """The expression type the (model, dims) HNSW index is built on and queries must use."""
-    return f"vector({dims})" if dims <= _HNSW_VECTOR_MAX_DIMS else f"halfvec({dims})"
+    """The expression type of the (model, dims) HNSW index, which queries must use too."""
+    return f"vector({dims})"
 
 
 def index_name(model: str, dims: int) -> str:
@@ -173,21 +173,30 @@ def index_name(model: str, dims: int) -> str:
     return f"embeddings_hnsw_{slug}_{dims}"
 
 
-def ensure_vector_index(conn: psycopg.Connection, model: str, dims: int) -> str:
+def has_vector_index(conn: psycopg.Connection, model: str, dims: int) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM pg_indexes WHERE tablename = 'embeddings' AND indexname = %s",
+        (index_name(model, dims),),
+    ).fetchone()
+    return row is not None
+
+
+def create_vector_index(conn: psycopg.Connection, model: str, dims: int) -> str:
     """A partial HNSW (cosine) index for one model and dims: HNSW needs fixed dimensions."""
     name = index_name(model, dims)
-    cast = vector_cast(dims)
-    ops = "vector_cosine_ops" if cast.startswith("vector") else "halfvec_cosine_ops"
     conn.execute(
         sql.SQL(
             "CREATE INDEX IF NOT EXISTS {name} ON embeddings USING hnsw "
-            "((embedding::{cast}) {ops}) WHERE model = {model} AND dims = {dims}"
+            "((embedding::{cast}) vector_cosine_ops) WHERE model = {model} AND dims = {dims}"
         ).format(
             name=sql.Identifier(name),
-            cast=sql.SQL(cast),
-            ops=sql.SQL(ops),
+            cast=sql.SQL(vector_cast(dims)),
             model=sql.Literal(model),
             dims=sql.Literal(dims),
         )
     )
     return name
+
+
+def drop_vector_index(conn: psycopg.Connection, model: str, dims: int) -> None:
+    conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(index_name(model, dims))))

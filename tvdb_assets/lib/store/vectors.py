@@ -1,5 +1,6 @@
 """`embeddings` and `embedding_cache`: vectors per chunk, and per (model, text) once."""
 
+import os
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -8,9 +9,20 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from tvdb_assets.lib.store.schema import ensure_vector_index, index_name, vector_cast
+from tvdb_assets.lib.store import schema
+from tvdb_assets.lib.store.schema import index_name, vector_cast
 
 __all__ = ["index_name"]
+
+# Inserting into an HNSW index costs ~7 ms a vector here; building one costs ~0.5 ms a
+# vector. So small collections are searched exactly (no index), the index is built in
+# bulk once a model has this many vectors, and a batch large next to what is indexed
+# rebuilds it rather than inserting one by one.
+REBUILD_RATIO = 14
+
+
+def hnsw_min_rows() -> int:
+    return int(os.environ.get("TVDB_HNSW_MIN_ROWS", "10000"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +62,17 @@ def cached(
 
 
 def _copy_vectors(
-    conn: psycopg.Connection, table: str, columns: Sequence[str], rows: Iterable[tuple]
+    conn: psycopg.Connection,
+    table: str,
+    columns: Sequence[tuple[str, str]],
+    rows: Iterable[tuple],
 ) -> None:
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    """Binary COPY: about 8x faster than text for 1,536 floats a row."""
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns)
     )
     with conn.cursor() as cur, cur.copy(statement) as copy:
+        copy.set_types([kind for _, kind in columns])
         for row in rows:
             copy.write_row(row)
 
@@ -73,7 +90,7 @@ def remember(
     _copy_vectors(
         conn,
         "incoming_cache",
-        ("model", "dims", "text_sha256", "embedding"),
+        (("model", "text"), ("dims", "int4"), ("text_sha256", "text"), ("embedding", "vector")),
         ((model, dims, text_hash, vector) for text_hash, vector in vectors.items()),
     )
     conn.execute("INSERT INTO embedding_cache SELECT * FROM incoming_cache ON CONFLICT DO NOTHING")
@@ -87,17 +104,36 @@ def write(
     rows: Sequence[tuple[uuid.UUID, str, np.ndarray]],
     fallback: bool = False,
 ) -> None:
-    """Store (chunk id, partition key, vector) rows, replacing any older vector of a chunk."""
+    """Store (chunk id, partition key, vector) rows, replacing any older vector of a chunk.
+
+    Keeps the (model, dims) HNSW index in the cheapest way for the batch (REBUILD_RATIO).
+    """
     if not rows:
         return
-    ensure_vector_index(conn, model, dims)
     conn.execute("DELETE FROM embeddings WHERE chunk_id = ANY(%s)", ([r[0] for r in rows],))
+    indexable = dims <= schema.HNSW_MAX_DIMS
+    indexed = indexable and schema.has_vector_index(conn, model, dims)
+    stored = _count(conn, model, dims) if indexable else 0
+    rebuild = indexed and len(rows) * REBUILD_RATIO > stored + len(rows)
+    if rebuild:
+        schema.drop_vector_index(conn, model, dims)
     _copy_vectors(
         conn,
         "embeddings",
-        ("chunk_id", "partition_key", "model", "dims", "embedding", "fallback"),
+        (("chunk_id", "uuid"), ("partition_key", "text"), ("model", "text"), ("dims", "int4"),
+         ("embedding", "vector"), ("fallback", "bool")),
         ((chunk, key, model, dims, vector, fallback) for chunk, key, vector in rows),
-    )
+    )  # fmt: skip
+    first_build = indexable and not indexed and stored + len(rows) >= hnsw_min_rows()
+    if rebuild or first_build:
+        schema.create_vector_index(conn, model, dims)
+
+
+def _count(conn: psycopg.Connection, model: str, dims: int) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM embeddings WHERE model = %s AND dims = %s", (model, dims)
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,225 @@
+"""Real mode against a loopback OpenAI: the real SDK, our resilience, the cost ledger."""
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from tvdb_assets import runner
+from tvdb_assets.definitions import build_defs
+from tvdb_assets.lib import services
+from tvdb_assets_tests.conftest import Project
+from tvdb_assets_tests.fakes.faults import Fault
+from tvdb_assets_tests.fakes.openai_fake import FakeOpenAI
+
+MODEL = "text-embedding-3-small"
+
+
+@pytest.fixture
+def openai_env(project: Project, fake_openai: FakeOpenAI, monkeypatch) -> dg.Definitions:
+    monkeypatch.setenv("OPENAI_API_KEY", fake_openai.api_key)
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    services.reset()  # a fresh circuit breaker and rate limiter for each test
+    yield build_defs()
+    services.reset()
+
+
+def embedder_config(mode: str, **config: object) -> dict:
+    return {"resources": {"embedder": {"config": {"mode": mode, **config}}}}
+
+
+def write_docs(root: Path, count: int, words: int = 40) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        body = " ".join(f"{root.name}topic{i} detail{j}" for j in range(words))
+        (root / f"doc{i}.md").write_text(f"# Document {i}\n\n{body}\n")
+    return root
+
+
+def ingest(defs, instance, source: Path, run_config: dict) -> runner.IngestSummary:
+    return runner.ingest([source], instance, defs, batch_size=200, run_config=run_config)
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def ledger(project: Project) -> tuple[int, int, float]:
+    """(billed rows, billed tokens, USD) in cost_ledger."""
+    with project.connect() as conn:
+        row = conn.execute(
+            "SELECT count(*), coalesce(sum(units), 0), coalesce(sum(usd), 0) FROM cost_ledger "
+            "WHERE status = 'billed'"
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), float(row[2])
+
+
+def test_run_config_switches_mock_real_and_hybrid(
+    project, instance, openai_env, fake_openai, tmp_path
+):
+    mock = ingest(openai_env, instance, write_docs(tmp_path / "a", 2), embedder_config("mock"))
+    assert mock.errors == [] and fake_openai.requests == []
+
+    real = ingest(openai_env, instance, write_docs(tmp_path / "b", 2), embedder_config("real"))
+    assert real.errors == [] and len(fake_openai.successful_requests) == 1
+
+    fake_openai.outage(503)
+    hybrid = ingest(
+        openai_env,
+        instance,
+        write_docs(tmp_path / "c", 2),
+        embedder_config("hybrid", max_attempts=1),
+    )
+    assert hybrid.errors == []
+    with project.connect() as conn:
+        rows = conn.execute(
+            "SELECT d.path LIKE 'b/%', d.path LIKE 'c/%', e.model, e.fallback, e.dims "
+            "FROM embeddings e JOIN documents d USING (partition_key) WHERE d.path NOT LIKE 'a/%'"
+        ).fetchall()
+    assert {(r[2], r[3], r[4]) for r in rows if r[0]} == {(MODEL, False, 1536)}
+    assert {(r[2], r[3], r[4]) for r in rows if r[1]} == {("mock-feature-hash", True, 1536)}
+
+
+def test_requests_stay_within_the_api_limits(project, instance, openai_env, fake_openai, tmp_path):
+    source = tmp_path / "big"
+    source.mkdir()
+    words = " ".join(f"w{i}" for i in range(40_000))
+    (source / "long.md").write_text(f"# Long\n\n{words}\n")
+    config = embedder_config("real")
+    config["ops"] = {"chunks": {"config": {"max_tokens": 16, "overlap_tokens": 0}}}
+
+    summary = ingest(openai_env, instance, source, config)
+
+    assert summary.errors == [] and summary.chunks > 2048
+    sent = fake_openai.successful_requests
+    assert len(sent) == -(-summary.chunks // 2048)  # packed: full requests of 2,048 inputs
+    assert [r.n_inputs for r in sent[:-1]] == [2048] * (len(sent) - 1)
+    assert all(r.tokens <= 300_000 for r in sent)
+    assert sum(r.n_inputs for r in sent) == summary.chunks
+    assert ledger(project)[1] == fake_openai.billed_tokens
+
+
+def test_429_500_and_timeouts_are_retried_until_they_succeed(
+    project, instance, openai_env, fake_openai, tmp_path
+):
+    fake_openai.script([Fault(status=429, retry_after=0.3), Fault(status=500), Fault(delay=3.0)])
+    summary = ingest(
+        openai_env,
+        instance,
+        write_docs(tmp_path / "docs", 3),
+        embedder_config("real", timeout_seconds=1.0, max_attempts=5),
+    )
+
+    assert summary.errors == []
+    # The timed-out request finishes (and is billed) after the client gave up on it.
+    assert wait_until(lambda: len(fake_openai.requests) == 4)
+    statuses = [r.status for r in fake_openai.requests]
+    assert statuses[:2] == [429, 500] and statuses[-1] == 200 and len(statuses) == 4
+    assert (
+        project.scalar("SELECT count(*) FROM embeddings WHERE model = %s", MODEL) == summary.chunks
+    )
+    # The ledger equals what the fake billed, to the token: the success and the timed-out
+    # attempt (the service charges for work it finished after the client gave up).
+    assert ledger(project)[:2] == (2, fake_openai.billed_tokens)
+    gap = fake_openai.requests[1].time - fake_openai.requests[0].time
+    assert gap >= 0.3  # Retry-After was honoured
+
+
+def test_an_outage_opens_the_circuit_and_hybrid_falls_back(
+    project, instance, openai_env, fake_openai, tmp_path
+):
+    fake_openai.outage(503)
+    for i in range(5):
+        ingest(
+            openai_env,
+            instance,
+            write_docs(tmp_path / f"r{i}", 1),
+            embedder_config("real", max_attempts=1),
+        )
+    assert len(fake_openai.requests) == 5
+    assert services.breaker("openai", 5, 60.0).state == "open"
+
+    summary = ingest(
+        openai_env,
+        instance,
+        write_docs(tmp_path / "h", 2),
+        embedder_config("hybrid", max_attempts=1),
+    )
+
+    assert len(fake_openai.requests) == 5  # the open circuit made no call
+    assert summary.errors == []
+    with project.connect() as conn:
+        flagged = conn.execute(
+            "SELECT count(*) FILTER (WHERE e.fallback), count(*) FROM embeddings e "
+            "JOIN documents d USING (partition_key) WHERE d.path LIKE 'h/%'"
+        ).fetchone()
+        health = conn.execute(
+            "SELECT state FROM service_health WHERE service = 'openai'"
+        ).fetchone()
+        failed = conn.execute(
+            "SELECT count(DISTINCT partition_key) FROM ingest_errors "
+            "WHERE stage = 'embed' AND resolved_at IS NULL"
+        ).fetchone()
+    assert flagged[0] == flagged[1] > 0
+    assert health == ("open",)
+    assert failed == (5,)  # the real-mode documents failed per document, with a reason
+
+
+def test_the_budget_stops_calls_before_it_is_crossed(
+    project, instance, openai_env, fake_openai, tmp_path, monkeypatch
+):
+    # Each request of 2,048 chunks of ~16 tokens costs about $0.00066: two fit, a third not.
+    monkeypatch.setenv("TVDB_DAILY_BUDGET_USD", "0.0015")
+    source = tmp_path / "big"
+    source.mkdir()
+    words = " ".join(f"w{i}" for i in range(80_000))
+    (source / "long.md").write_text(f"# Long\n\n{words}\n")
+    config = embedder_config("real")
+    config["ops"] = {"chunks": {"config": {"max_tokens": 16, "overlap_tokens": 0}}}
+    budget_defs = build_defs()
+
+    summary = ingest(budget_defs, instance, source, config)
+
+    rows, tokens, usd = ledger(project)
+    assert rows == len(fake_openai.successful_requests) >= 1
+    assert tokens == fake_openai.billed_tokens
+    assert usd <= 0.0015
+    assert summary.chunks > sum(r.n_inputs for r in fake_openai.successful_requests)
+    (error,) = summary.errors  # the document failed, and says why
+    assert "budget" in error.reason
+    assert project.scalar("SELECT count(*) FROM cost_ledger WHERE status = 'reserved'") == 0
+
+
+def test_no_key_appears_in_logs_events_or_ledger(
+    project, instance, openai_env, fake_openai, tmp_path, caplog, capsys
+):
+    caplog.set_level(logging.DEBUG)
+    fake_openai.script([Fault(status=401), Fault(status=429, retry_after=0.1)])
+    ingest(
+        openai_env, instance, write_docs(tmp_path / "k", 2), embedder_config("real", max_attempts=2)
+    )
+    ingest(openai_env, instance, write_docs(tmp_path / "l", 2), embedder_config("real"))
+
+    key = fake_openai.api_key
+    captured = capsys.readouterr()
+    events = [
+        str(entry)
+        for run in instance.get_run_records()
+        for entry in instance.all_logs(run.dagster_run.run_id)
+    ]
+    with project.connect() as conn:
+        stored = [str(r) for r in conn.execute("SELECT * FROM cost_ledger").fetchall()]
+        stored += [str(r) for r in conn.execute("SELECT * FROM ingest_errors").fetchall()]
+    runs = [str(r.dagster_run.run_config) for r in instance.get_run_records()]
+    haystack = "\n".join([caplog.text, captured.out, captured.err, *events, *stored, *runs])
+    assert "authentication failed" in haystack  # the 401 was reported ...
+    assert key not in haystack  # ... without the key

@@ -223,3 +223,23 @@ def test_no_key_appears_in_logs_events_or_ledger(
     haystack = "\n".join([caplog.text, captured.out, captured.err, *events, *stored, *runs])
     assert "authentication failed" in haystack  # the 401 was reported ...
     assert key not in haystack  # ... without the key
+
+
+def test_correlation_ids_join_run_logs_and_ledger_rows(
+    project, instance, openai_env, fake_openai, tmp_path
+):
+    fake_openai.script([Fault(status=500)])
+    summary = ingest(openai_env, instance, write_docs(tmp_path / "c", 2), embedder_config("real"))
+
+    (run_id,) = summary.runs
+    messages = [entry.message for entry in instance.all_logs(run_id)]
+    with project.connect() as conn:
+        (correlation, ledger_run) = conn.execute(
+            "SELECT correlation_id, run_id FROM cost_ledger WHERE status = 'billed'"
+        ).fetchone()
+    batch_id = correlation.split(".")[0]
+    assert ledger_run == run_id
+    assert any(f"[{batch_id}] embedding" in m for m in messages)  # the asset's own line
+    assert any(f"[{correlation}] openai attempt 1 failed" in m for m in messages)  # the retry
+    sent = [r.headers.get("x-correlation-id") for r in fake_openai.requests]
+    assert sent == [correlation, correlation]  # and the service saw it on both attempts

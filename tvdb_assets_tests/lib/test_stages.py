@@ -1,11 +1,14 @@
 """The batch stages give the same results whether they run in one process or several."""
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from tvdb_assets.lib import stages, workers
-from tvdb_assets.lib.parsing import LocalParser
+from tvdb_assets.lib import stages, store, workers
+from tvdb_assets.lib.models import ParsedDocument
+from tvdb_assets.lib.parsing import LocalParser, Parser
 from tvdb_assets.lib.store.registry import InboxFile
 from tvdb_assets.lib.uploads import LocalInbox
 from tvdb_assets_tests.corpus import write_pdf
@@ -44,3 +47,43 @@ def test_process_pool_changes_no_result(monkeypatch, inbox):
     outcomes, chunks = serial
     assert [e.reason for _, e in outcomes if e] == ["corrupt PDF (EOF marker not found)"]
     assert sum(len(c) for c in chunks) > len(files)
+
+
+class SlowServiceParser(Parser):
+    """A stand-in for a paid parser: records how many documents it is parsing at once."""
+
+    name = "slow-service"
+    cacheable = True
+
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = concurrency
+        self.active = 0
+        self.peak = 0
+        self.lock = threading.Lock()
+
+    def parse(self, path: str, data: bytes) -> ParsedDocument:
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        time.sleep(0.05)
+        with self.lock:
+            self.active -= 1
+        return ParsedDocument(data.decode(), self.name, "text/plain")
+
+
+def test_a_paid_parser_works_on_several_documents_within_its_limit(project, tmp_path):
+    for i in range(12):
+        (tmp_path / f"doc{i}.txt").write_text(f"document {i}")
+    uploads = LocalInbox(tmp_path)
+    files = [
+        InboxFile(info.path, info.path, info.bytes, info.mtime_ns, uploads.sha256(info.path))
+        for info in uploads.list()
+    ]
+    parser = SlowServiceParser(concurrency=3)
+    with store.connect() as conn:
+        outcomes = stages.parse_batch(uploads, parser, files, conn)
+        again = stages.parse_batch(uploads, SlowServiceParser(concurrency=3), files, conn)
+
+    assert parser.peak == 3
+    assert all(o.document is not None and not o.cached for o in outcomes)
+    assert all(o.cached for o in again)  # the second time, every result came from the cache

@@ -113,7 +113,9 @@ def embeddings(
     timer = Timer()
     with database.connect() as conn:
         keys = _split_failed(context, conn, context.partition_keys)
-        client = embedder.client(CallContext(context.run.run_id, keys))
+        call = CallContext(context.run.run_id, keys)
+        context.log.info(f"[{call.correlation_id}] embedding the chunks of {len(keys)} document(s)")
+        client = embedder.client(call)
         paths = documents.paths(conn, keys)
         with conn.transaction():
             report = stages.embed_batch(conn, client, keys)
@@ -155,6 +157,7 @@ def embeddings(
             "batch_chunks_rejected": len(report.rejected),
             "batch_chunks_unembedded": len(report.unembedded),
             "batch_seconds": timer.seconds,
+            "correlation_id": call.correlation_id,
             **circuit,
         }
     )

@@ -57,7 +57,9 @@ def parsed_documents(
             for key in keys
             if key not in files
         ]
-        client = parser.client(CallContext(context.run.run_id, keys))
+        call = CallContext(context.run.run_id, keys)
+        context.log.info(f"[{call.correlation_id}] parsing {len(keys)} document(s)")
+        client = parser.client(call)
         outcomes = stages.parse_batch(
             upload_store.client(), client, [files[k] for k in keys if k in files], conn
         )
@@ -103,6 +105,7 @@ def parsed_documents(
             "batch_from_parse_cache": sum(1 for o in outcomes if o.cached),
             "batch_fallbacks": sum(1 for d in parsed if d.fallback),
             "batch_seconds": timer.seconds,
+            "correlation_id": call.correlation_id,
             **circuit,
         }
     )

@@ -1,0 +1,148 @@
+"""Real and hybrid parsing against a loopback LlamaParse: the real SDK, cache and ledger."""
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from tvdb_assets import runner
+from tvdb_assets.definitions import build_defs
+from tvdb_assets.lib import services
+from tvdb_assets_tests.conftest import Project
+from tvdb_assets_tests.corpus import write_pdf
+from tvdb_assets_tests.fakes.faults import Fault
+from tvdb_assets_tests.fakes.llamaparse_fake import FakeLlamaParse
+
+
+@pytest.fixture
+def llama_env(project: Project, fake_llamaparse: FakeLlamaParse, monkeypatch) -> dg.Definitions:
+    monkeypatch.setenv("LLAMA_CLOUD_API_KEY", fake_llamaparse.api_key)
+    monkeypatch.setenv("LLAMA_CLOUD_BASE_URL", fake_llamaparse.base_url)
+    services.reset()
+    yield build_defs()
+    services.reset()
+
+
+def parser_config(mode: str, **config: object) -> dict:
+    return {"resources": {"parser": {"config": {"mode": mode, "poll_seconds": 0, **config}}}}
+
+
+def ingest(defs, instance, source: Path, mode: str, **config: object) -> runner.IngestSummary:
+    return runner.ingest(
+        [source], instance, defs, batch_size=200, run_config=parser_config(mode, **config)
+    )
+
+
+def billed(project: Project) -> tuple[int, int]:
+    with project.connect() as conn:
+        row = conn.execute(
+            "SELECT count(*), coalesce(sum(units), 0) FROM cost_ledger "
+            "WHERE service = 'llamaparse' AND status = 'billed'"
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def write_reports(root: Path) -> Path:
+    root.mkdir(parents=True)
+    write_pdf(root / "survey.pdf", ["Glacier survey, first page.", "Moraine samples on page two."])
+    (root / "notes.md").write_text("# Field notes\n\nCrevasse depths were logged by hand.\n")
+    return root
+
+
+def test_real_parsing_bills_pages_once_and_caches_by_content(
+    project, instance, llama_env, fake_llamaparse, tmp_path
+):
+    summary = ingest(llama_env, instance, write_reports(tmp_path / "reports"), "real")
+
+    assert summary.errors == [] and summary.ingested == 2
+    assert fake_llamaparse.billed_pages == 3  # two PDF pages and one markdown page
+    assert billed(project) == (2, fake_llamaparse.billed_pages)
+    with project.connect() as conn:
+        pdf = conn.execute(
+            "SELECT parser, pages, page_starts, markdown, fallback FROM documents "
+            "WHERE path = 'reports/survey.pdf'"
+        ).fetchone()
+    assert pdf[0] == "llamaparse" and pdf[1] == 2 and len(pdf[2]) == 2 and pdf[4] is False
+    assert "Glacier survey" in pdf[3] and "Moraine samples" in pdf[3]
+
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(tmp_path / "reports" / "survey.pdf", copy / "renamed.pdf")
+    uploads_before = fake_llamaparse.uploads
+    again = ingest(llama_env, instance, copy, "real")
+
+    assert again.errors == [] and again.ingested == 1
+    assert fake_llamaparse.uploads == uploads_before  # served from the parse cache
+    assert billed(project) == (2, 3)
+    assert "Moraine samples" in str(
+        project.scalar("SELECT markdown FROM documents WHERE path = 'copy/renamed.pdf'")
+    )
+
+
+def test_a_failed_job_is_a_clear_document_error(
+    project, instance, llama_env, fake_llamaparse, tmp_path
+):
+    fake_llamaparse.fail_next_jobs(1, error="The file could not be read.")
+    source = tmp_path / "one"
+    source.mkdir()
+    (source / "broken.md").write_text("# Broken\n\nThis one fails at the service.\n")
+
+    summary = ingest(llama_env, instance, source, "real")
+
+    (error,) = summary.errors
+    assert error.path == "one/broken.md"
+    assert "LlamaParse could not parse it (The file could not be read.)" in error.reason
+    assert billed(project) == (0, 0)  # a failed job is not billed, and not in the ledger
+
+
+def test_upload_429_is_retried_after_the_time_the_service_asked(
+    project, instance, llama_env, fake_llamaparse, tmp_path
+):
+    fake_llamaparse.script([Fault(status=429, retry_after=0.5), Fault(status=503)])
+    source = tmp_path / "one"
+    source.mkdir()
+    (source / "page.md").write_text("# Page\n\nRetry me.\n")
+
+    summary = ingest(llama_env, instance, source, "real")
+
+    assert summary.errors == [] and summary.ingested == 1
+    assert fake_llamaparse.uploads == 3  # two refused, then accepted: no retries on top
+    upload_times = [r.time for r in fake_llamaparse.requests if r.method == "POST"]
+    assert upload_times[1] - upload_times[0] >= 0.5
+    assert billed(project) == (1, fake_llamaparse.billed_pages)
+
+
+def test_hybrid_falls_back_to_local_parsing_on_an_outage(
+    project, instance, llama_env, fake_llamaparse, tmp_path
+):
+    fake_llamaparse.outage(503)
+
+    summary = ingest(
+        llama_env, instance, write_reports(tmp_path / "reports"), "hybrid", max_attempts=1
+    )
+
+    assert summary.errors == [] and summary.ingested == 2
+    with project.connect() as conn:
+        rows = conn.execute("SELECT parser, fallback FROM documents ORDER BY path").fetchall()
+    assert rows == [("local/markdown", True), ("local/pdf", True)]
+    assert billed(project) == (0, 0)
+
+
+def test_real_mode_without_a_key_fails_with_a_clear_message(
+    project, instance, tmp_path, monkeypatch
+):
+    monkeypatch.delenv("LLAMA_CLOUD_API_KEY", raising=False)
+    source = tmp_path / "one"
+    source.mkdir()
+    (source / "page.md").write_text("# Page\n\nNo key.\n")
+
+    summary = ingest(build_defs(), instance, source, "real")
+
+    assert summary.failed_runs
+    records = instance.all_logs(summary.failed_runs[0])
+    messages = " ".join(
+        str(r.dagster_event.event_specific_data) for r in records if r.dagster_event
+    )
+    assert "parser mode 'real' needs an API key: LLAMA_CLOUD_API_KEY is not set" in messages

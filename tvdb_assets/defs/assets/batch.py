@@ -1,7 +1,8 @@
 """What every batch asset does around its work: per-document outcomes and cheap bookkeeping."""
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
@@ -11,6 +12,14 @@ from tvdb_assets.lib import services
 from tvdb_assets.lib.store.dead_letters import IngestError
 
 _pooled: set[int] = set()
+
+
+@contextmanager
+def batch_bookkeeping(context: dg.AssetExecutionContext) -> Iterator[None]:
+    """What every batch asset runs inside: pooled storage connections, cached key lookups."""
+    pool_event_connections(context)
+    with cached_partition_lookups(context):
+        yield
 
 
 def pool_event_connections(context: dg.AssetExecutionContext) -> None:
@@ -23,6 +32,40 @@ def pool_event_connections(context: dg.AssetExecutionContext) -> None:
     if id(instance) not in _pooled:
         instance.optimize_for_webserver(statement_timeout=60_000, pool_recycle=3600, max_overflow=4)
         _pooled.add(id(instance))
+
+
+@contextmanager
+def cached_partition_lookups(context: dg.AssetExecutionContext) -> Iterator[None]:
+    """Answer dynamic-partition lookups from memory while an asset reports per partition.
+
+    Dagster checks every `add_asset_metadata(..., partition_key=...)` by loading the run's
+    partition keys from storage: three queries a call, O(N^2) for a batch of N documents
+    (13 ms of a document's 17 ms of bookkeeping, measured). The keys cannot change during a
+    step, so they are read once and served from memory on this instance only.
+    """
+    instance = context.instance
+    names: dict[str, list[str]] = {}
+    members: dict[str, set[str]] = {}
+    original_get = instance.get_dynamic_partitions
+
+    def get_dynamic_partitions(partitions_def_name: str) -> Sequence[str]:
+        if partitions_def_name not in names:
+            names[partitions_def_name] = list(original_get(partitions_def_name))
+            members[partitions_def_name] = set(names[partitions_def_name])
+        return names[partitions_def_name]
+
+    def has_dynamic_partition(partitions_def_name: str, partition_key: str) -> bool:
+        get_dynamic_partitions(partitions_def_name)
+        return partition_key in members[partitions_def_name]
+
+    instance.get_dynamic_partitions = get_dynamic_partitions  # type: ignore[method-assign]
+    instance.has_dynamic_partition = has_dynamic_partition  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        # Deleting the instance attributes brings back the class's methods.
+        del instance.get_dynamic_partitions
+        del instance.has_dynamic_partition
 
 
 def report_ok(

@@ -8,7 +8,7 @@ import psycopg
 
 from tvdb_assets.defs.assets.batch import (
     Timer,
-    pool_event_connections,
+    batch_bookkeeping,
     report_ok,
     report_skipped,
     save_circuit,
@@ -56,41 +56,41 @@ def chunks(
     Chunk ids derive from (document, position, text hash): unchanged chunks keep their row
     and their vector when a document is edited.
     """
-    pool_event_connections(context)
-    timer = Timer()
-    settings = stages.ChunkSettings(config.max_tokens, config.overlap_tokens)
-    with database.connect() as conn:
-        keys = _split_failed(context, conn, context.partition_keys)
-        docs = list(documents.load(conn, keys))
-        for key in set(keys) - {d.partition_key for d in docs}:
-            report_skipped(context, key, "no parsed document")
-        per_doc = stages.chunk_batch(settings, docs)
-        rows = [row for doc_rows in per_doc for row in doc_rows]
-        with conn.transaction():
-            added, removed = chunk_store.replace(conn, [d.partition_key for d in docs], rows)
+    with batch_bookkeeping(context):
+        timer = Timer()
+        settings = stages.ChunkSettings(config.max_tokens, config.overlap_tokens)
+        with database.connect() as conn:
+            keys = _split_failed(context, conn, context.partition_keys)
+            docs = list(documents.load(conn, keys))
+            for key in set(keys) - {d.partition_key for d in docs}:
+                report_skipped(context, key, "no parsed document")
+            per_doc = stages.chunk_batch(settings, docs)
+            rows = [row for doc_rows in per_doc for row in doc_rows]
+            with conn.transaction():
+                added, removed = chunk_store.replace(conn, [d.partition_key for d in docs], rows)
 
-    for doc, doc_rows in zip(docs, per_doc, strict=True):
-        tokens = [r.tokens for r in doc_rows]
-        report_ok(
-            context,
-            doc.partition_key,
-            {
-                "chunks": len(doc_rows),
-                "tokens": sum(tokens),
-                "max_chunk_tokens": max(tokens, default=0),
-                "first_chunk": dg.MetadataValue.md(doc_rows[0].text[:400] if doc_rows else ""),
-            },
+        for doc, doc_rows in zip(docs, per_doc, strict=True):
+            tokens = [r.tokens for r in doc_rows]
+            report_ok(
+                context,
+                doc.partition_key,
+                {
+                    "chunks": len(doc_rows),
+                    "tokens": sum(tokens),
+                    "max_chunk_tokens": max(tokens, default=0),
+                    "first_chunk": dg.MetadataValue.md(doc_rows[0].text[:400] if doc_rows else ""),
+                },
+            )
+        return dg.MaterializeResult(
+            metadata={
+                "batch_documents": len(docs),
+                "batch_chunks": len(rows),
+                "batch_tokens": sum(r.tokens for r in rows),
+                "batch_chunks_added": added,
+                "batch_chunks_removed": removed,
+                "batch_seconds": timer.seconds,
+            }
         )
-    return dg.MaterializeResult(
-        metadata={
-            "batch_documents": len(docs),
-            "batch_chunks": len(rows),
-            "batch_tokens": sum(r.tokens for r in rows),
-            "batch_chunks_added": added,
-            "batch_chunks_removed": removed,
-            "batch_seconds": timer.seconds,
-        }
-    )
 
 
 @dg.asset(
@@ -109,58 +109,60 @@ def embeddings(
     is recorded in `ingest_errors` and its document's metadata says `status: failed`; in
     hybrid mode it gets the mock's vector instead, flagged `fallback` for a later heal.
     """
-    pool_event_connections(context)
-    timer = Timer()
-    with database.connect() as conn:
-        keys = _split_failed(context, conn, context.partition_keys)
-        call = CallContext(context.run.run_id, keys)
-        context.log.info(f"[{call.correlation_id}] embedding the chunks of {len(keys)} document(s)")
-        client = embedder.client(call)
-        paths = documents.paths(conn, keys)
-        with conn.transaction():
-            report = stages.embed_batch(conn, client, keys)
-            errors = _embed_errors(report, paths, context.run.run_id)
-            failed = {e.partition_key for e in errors}
-            dead_letters.resolve(conn, [k for k in keys if k not in failed], ("embed",))
-            dead_letters.record(conn, errors)
-        totals = chunk_store.counts(conn, keys)
-        circuit = save_circuit(conn, client)
-
-    missing = Counter(c.partition_key for c, _ in report.rejected + report.unembedded)
-    reasons = {e.partition_key: e.reason for e in errors}
-    for key in keys:
-        count, _ = totals.get(key, (0, 0))
-        metadata = {
-            "vectors": count - missing[key],
-            "new_vectors": report.per_partition.get(key, 0),
-            "fallback_vectors": report.fallbacks.get(key, 0),
-            "model": client.model,
-            "dims": client.dims,
-        }
-        if key in reasons:
-            context.add_asset_metadata(
-                {"status": "failed", "error": reasons[key], **metadata}, partition_key=key
+    with batch_bookkeeping(context):
+        timer = Timer()
+        with database.connect() as conn:
+            keys = _split_failed(context, conn, context.partition_keys)
+            call = CallContext(context.run.run_id, keys)
+            context.log.info(
+                f"[{call.correlation_id}] embedding the chunks of {len(keys)} document(s)"
             )
-        else:
-            report_ok(context, key, metadata)
-    return dg.MaterializeResult(
-        metadata={
-            "model": client.model,
-            "dims": client.dims,
-            "index": vectors.index_name(client.model, client.dims),
-            "batch_vectors_written": report.chunks,
-            "batch_cache_hits": report.from_cache,
-            "batch_texts_embedded": report.embedded_texts,
-            "batch_tokens_embedded": report.tokens,
-            "batch_embedding_calls": report.calls,
-            "batch_fallback_vectors": sum(report.fallbacks.values()),
-            "batch_chunks_rejected": len(report.rejected),
-            "batch_chunks_unembedded": len(report.unembedded),
-            "batch_seconds": timer.seconds,
-            "correlation_id": call.correlation_id,
-            **circuit,
-        }
-    )
+            client = embedder.client(call)
+            paths = documents.paths(conn, keys)
+            with conn.transaction():
+                report = stages.embed_batch(conn, client, keys)
+                errors = _embed_errors(report, paths, context.run.run_id)
+                failed = {e.partition_key for e in errors}
+                dead_letters.resolve(conn, [k for k in keys if k not in failed], ("embed",))
+                dead_letters.record(conn, errors)
+            totals = chunk_store.counts(conn, keys)
+            circuit = save_circuit(conn, client)
+
+        missing = Counter(c.partition_key for c, _ in report.rejected + report.unembedded)
+        reasons = {e.partition_key: e.reason for e in errors}
+        for key in keys:
+            count, _ = totals.get(key, (0, 0))
+            metadata = {
+                "vectors": count - missing[key],
+                "new_vectors": report.per_partition.get(key, 0),
+                "fallback_vectors": report.fallbacks.get(key, 0),
+                "model": client.model,
+                "dims": client.dims,
+            }
+            if key in reasons:
+                context.add_asset_metadata(
+                    {"status": "failed", "error": reasons[key], **metadata}, partition_key=key
+                )
+            else:
+                report_ok(context, key, metadata)
+        return dg.MaterializeResult(
+            metadata={
+                "model": client.model,
+                "dims": client.dims,
+                "index": vectors.index_name(client.model, client.dims),
+                "batch_vectors_written": report.chunks,
+                "batch_cache_hits": report.from_cache,
+                "batch_texts_embedded": report.embedded_texts,
+                "batch_tokens_embedded": report.tokens,
+                "batch_embedding_calls": report.calls,
+                "batch_fallback_vectors": sum(report.fallbacks.values()),
+                "batch_chunks_rejected": len(report.rejected),
+                "batch_chunks_unembedded": len(report.unembedded),
+                "batch_seconds": timer.seconds,
+                "correlation_id": call.correlation_id,
+                **circuit,
+            }
+        )
 
 
 def _embed_errors(

@@ -6,7 +6,7 @@ import dagster as dg
 
 from tvdb_assets.defs.assets.batch import (
     Timer,
-    pool_event_connections,
+    batch_bookkeeping,
     report_failed,
     report_ok,
     save_circuit,
@@ -47,65 +47,65 @@ def parsed_documents(
     A document that cannot be parsed is recorded in `ingest_errors`, its partition's
     metadata says `status: failed`, and every other document in the run goes on.
     """
-    pool_event_connections(context)
-    timer = Timer()
-    keys = context.partition_keys
-    with database.connect() as conn:
-        files = registry.load(conn, keys)
-        unknown = [
-            IngestError(key, key, "read", "not in the inbox registry (was the upload deleted?)")
-            for key in keys
-            if key not in files
-        ]
-        call = CallContext(context.run.run_id, keys)
-        context.log.info(f"[{call.correlation_id}] parsing {len(keys)} document(s)")
-        client = parser.client(call)
-        outcomes = stages.parse_batch(
-            upload_store.client(), client, [files[k] for k in keys if k in files], conn
-        )
-        parsed = [o.document for o in outcomes if o.document is not None]
-        errors = [
-            replace(e, run_id=context.run.run_id)
-            for e in unknown + [o.error for o in outcomes if o.error is not None]
-        ]
-        with conn.transaction():
-            documents.replace(conn, parsed, context.run.run_id)
-            dead_letters.resolve(conn, [d.partition_key for d in parsed], ("read", "parse"))
-            dead_letters.record(conn, errors)
-        circuit = save_circuit(conn, client)
+    with batch_bookkeeping(context):
+        timer = Timer()
+        keys = context.partition_keys
+        with database.connect() as conn:
+            files = registry.load(conn, keys)
+            unknown = [
+                IngestError(key, key, "read", "not in the inbox registry (was the upload deleted?)")
+                for key in keys
+                if key not in files
+            ]
+            call = CallContext(context.run.run_id, keys)
+            context.log.info(f"[{call.correlation_id}] parsing {len(keys)} document(s)")
+            client = parser.client(call)
+            outcomes = stages.parse_batch(
+                upload_store.client(), client, [files[k] for k in keys if k in files], conn
+            )
+            parsed = [o.document for o in outcomes if o.document is not None]
+            errors = [
+                replace(e, run_id=context.run.run_id)
+                for e in unknown + [o.error for o in outcomes if o.error is not None]
+            ]
+            with conn.transaction():
+                documents.replace(conn, parsed, context.run.run_id)
+                dead_letters.resolve(conn, [d.partition_key for d in parsed], ("read", "parse"))
+                dead_letters.record(conn, errors)
+            circuit = save_circuit(conn, client)
 
-    for outcome in outcomes:
-        if outcome.document is None:
-            continue
-        doc = outcome.document
-        report_ok(
-            context,
-            doc.partition_key,
-            {
-                "path": doc.path,
-                "bytes": doc.bytes,
-                "mime": doc.mime,
-                "parser": doc.parser,
-                "pages": doc.pages if doc.pages is not None else 0,
-                "characters": len(doc.markdown),
-                "parse_seconds": round(outcome.seconds, 4),
-                "from_parse_cache": outcome.cached,
-                "fallback": doc.fallback,
-                "preview": dg.MetadataValue.md(doc.markdown[:PREVIEW_CHARS]),
-            },
+        for outcome in outcomes:
+            if outcome.document is None:
+                continue
+            doc = outcome.document
+            report_ok(
+                context,
+                doc.partition_key,
+                {
+                    "path": doc.path,
+                    "bytes": doc.bytes,
+                    "mime": doc.mime,
+                    "parser": doc.parser,
+                    "pages": doc.pages if doc.pages is not None else 0,
+                    "characters": len(doc.markdown),
+                    "parse_seconds": round(outcome.seconds, 4),
+                    "from_parse_cache": outcome.cached,
+                    "fallback": doc.fallback,
+                    "preview": dg.MetadataValue.md(doc.markdown[:PREVIEW_CHARS]),
+                },
+            )
+        for error in errors:
+            report_failed(context, error)
+        return dg.MaterializeResult(
+            metadata={
+                "batch_documents": len(keys),
+                "batch_parsed": len(parsed),
+                "batch_failed": len(errors),
+                "batch_bytes": sum(d.bytes for d in parsed),
+                "batch_from_parse_cache": sum(1 for o in outcomes if o.cached),
+                "batch_fallbacks": sum(1 for d in parsed if d.fallback),
+                "batch_seconds": timer.seconds,
+                "correlation_id": call.correlation_id,
+                **circuit,
+            }
         )
-    for error in errors:
-        report_failed(context, error)
-    return dg.MaterializeResult(
-        metadata={
-            "batch_documents": len(keys),
-            "batch_parsed": len(parsed),
-            "batch_failed": len(errors),
-            "batch_bytes": sum(d.bytes for d in parsed),
-            "batch_from_parse_cache": sum(1 for o in outcomes if o.cached),
-            "batch_fallbacks": sum(1 for d in parsed if d.fallback),
-            "batch_seconds": timer.seconds,
-            "correlation_id": call.correlation_id,
-            **circuit,
-        }
-    )

@@ -125,7 +125,7 @@ def chunk_markdown(
 
     md = _utf8_safe(markdown)
     enc = get_encoding(encoding)
-    units = [_count(md, s, enc, max_tokens) for s in _sections(md)]
+    units = [_count(md, s, enc, max_tokens) for s in _bounded(md, _sections(md))]
     pieces: list[_Piece] = []
     for group in _groups(units, max_tokens):
         pieces.extend(_emit(md, group, enc, max_tokens, overlap_tokens, encoding))
@@ -187,6 +187,30 @@ def _sections(md: str) -> Iterator[_Section]:
             continue
         if _NONSPACE.search(md, sec.start, sec.end) is not None:
             yield sec
+
+
+# A section longer than this is cut into blocks at paragraph (else line, else word) breaks
+# before tokenising, so memory stays bounded for a 50 MB document with no headings: the
+# per-byte arrays the splitter uses would otherwise be sized by the whole section.
+BLOCK_CHARS = 1_000_000
+
+
+def _bounded(md: str, sections: Iterator[_Section]) -> Iterator[_Section]:
+    for sec in sections:
+        start = sec.start
+        while sec.end - start > BLOCK_CHARS:
+            limit = start + BLOCK_CHARS
+            cut = -1
+            for separator in ("\n\n", "\n", " "):
+                cut = md.rfind(separator, start + BLOCK_CHARS // 2, limit)
+                if cut != -1:
+                    cut += len(separator)
+                    break
+            if cut == -1:
+                cut = limit
+            yield _Section(start, sec.body if start == sec.start else start, cut, sec.path)
+            start = cut
+        yield _Section(start, sec.body if start == sec.start else start, sec.end, sec.path)
 
 
 def _headings(md: str) -> Iterator[tuple[int, int, int, str]]:

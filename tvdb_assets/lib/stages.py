@@ -8,7 +8,7 @@ import hashlib
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -156,6 +156,11 @@ class EmbedReport:
     unembedded: list[tuple[PendingChunk, str]]  # the call failed and nothing fell back
 
 
+# Distinct texts embedded, cached and written at a time: bounds memory (2,048 vectors of
+# 1,536 floats are 12 MB) and is the most inputs one embeddings request may carry.
+EMBED_SLICE = 2048
+
+
 def embed_batch(
     conn: psycopg.Connection, embedder: Embedder, partition_keys: Sequence[str]
 ) -> EmbedReport:
@@ -169,59 +174,90 @@ def embed_batch(
     """
     model, dims = embedder.model, embedder.dims
     pending = vectors.pending_chunks(conn, partition_keys, model, dims)
-    known = vectors.cached(conn, model, dims, (c.text_sha256 for c in pending))
-    missing: dict[str, tuple[str, int]] = {}
+    by_text: dict[str, list[PendingChunk]] = {}
     for c in pending:
-        if c.text_sha256 not in known:
-            missing.setdefault(c.text_sha256, (c.text, c.tokens))
-    calls_before = embedder.calls
+        by_text.setdefault(c.text_sha256, []).append(c)
+    hashes = list(by_text)
+    report = _Tally(calls_before=embedder.calls)
+    fallback = embedder.fallback
+    with (
+        vectors.index_maintenance(conn, model, dims, len(pending)),
+        vectors.index_maintenance(
+            conn, fallback.model if fallback else model, dims, len(pending) if fallback else 0
+        ),
+    ):
+        for at in range(0, len(hashes), EMBED_SLICE):
+            _embed_slice(conn, embedder, {h: by_text[h] for h in hashes[at : at + EMBED_SLICE]},
+                         report)  # fmt: skip
+    return report.result(embedder.calls)
+
+
+@dataclass
+class _Tally:
+    calls_before: int
+    chunks: int = 0
+    from_cache: int = 0
+    embedded_texts: int = 0
+    tokens: int = 0
+    per_partition: dict[str, int] = field(default_factory=dict)
+    fallbacks: dict[str, int] = field(default_factory=dict)
+    rejected: list[tuple[PendingChunk, str]] = field(default_factory=list)
+    unembedded: list[tuple[PendingChunk, str]] = field(default_factory=list)
+
+    def result(self, calls_after: int) -> EmbedReport:
+        return EmbedReport(
+            self.chunks, self.from_cache, self.embedded_texts, self.tokens,
+            calls_after - self.calls_before, self.per_partition, self.fallbacks,
+            self.rejected, self.unembedded,
+        )  # fmt: skip
+
+
+def _embed_slice(
+    conn: psycopg.Connection,
+    embedder: Embedder,
+    by_text: dict[str, list[PendingChunk]],
+    tally: _Tally,
+) -> None:
+    model, dims = embedder.model, embedder.dims
+    known = vectors.cached(conn, model, dims, by_text)
+    missing = [h for h in by_text if h not in known]
     fresh: dict[str, np.ndarray] = {}
-    refused: dict[str, str] = {}
-    failed: dict[str, str] = {}
     substitutes: dict[str, np.ndarray] = {}
     if missing:
-        hashes = list(missing)
-        result = embedder.embed_texts(
-            [text for text, _ in missing.values()],
-            token_counts=[tokens for _, tokens in missing.values()],
-        )
-        refused = {hashes[i]: reason for i, reason in result.rejected.items()}
-        failed = {hashes[i]: reason for i, reason in result.missing.items()}
-        fresh = {hashes[i]: result.vectors[i] for i in result.embedded}
+        first = [by_text[h][0] for h in missing]
+        result = embedder.embed_texts([c.text for c in first], [c.tokens for c in first])
+        fresh = {missing[i]: result.vectors[i] for i in result.embedded}
         vectors.remember(conn, model, dims, fresh)
+        failed = [missing[i] for i in result.missing]
         if failed and embedder.fallback is not None:
-            stand_in = embedder.fallback.embed([missing[h][0] for h in failed])
+            stand_in = embedder.fallback.embed([by_text[h][0].text for h in failed])
             substitutes = dict(zip(failed, stand_in, strict=True))
+        for i, reason in result.rejected.items():
+            tally.rejected += [(c, reason) for c in by_text[missing[i]]]
+        for i, reason in result.missing.items():
+            if missing[i] not in substitutes:
+                tally.unembedded += [(c, reason) for c in by_text[missing[i]]]
+        tally.embedded_texts += len(fresh)
+        tally.tokens += sum(by_text[h][0].tokens for h in fresh)
 
     rows, stand_ins = [], []
-    per_partition: dict[str, int] = {}
-    fallbacks: dict[str, int] = {}
-    for c in pending:
-        vector = fresh.get(c.text_sha256)
+    for text_hash, chunks in by_text.items():
+        vector = fresh.get(text_hash)
         if vector is None:
-            vector = known.get(c.text_sha256)
+            vector = known.get(text_hash)
         if vector is not None:
-            rows.append((c.id, c.partition_key, vector))
-            per_partition[c.partition_key] = per_partition.get(c.partition_key, 0) + 1
-        elif c.text_sha256 in substitutes:
-            stand_ins.append((c.id, c.partition_key, substitutes[c.text_sha256]))
-            fallbacks[c.partition_key] = fallbacks.get(c.partition_key, 0) + 1
+            rows += [(c.id, c.partition_key, vector) for c in chunks]
+            tally.from_cache += len(chunks) if text_hash in known else 0
+            counts = tally.per_partition
+        elif text_hash in substitutes:
+            stand_ins += [(c.id, c.partition_key, substitutes[text_hash]) for c in chunks]
+            counts = tally.fallbacks
+        else:
+            continue
+        for c in chunks:
+            counts[c.partition_key] = counts.get(c.partition_key, 0) + 1
     vectors.write(conn, model, dims, rows)
+    tally.chunks += len(rows)
     if embedder.fallback is not None and stand_ins:
         fallback = embedder.fallback
         vectors.write(conn, fallback.model, fallback.dims, stand_ins, fallback=True)
-    return EmbedReport(
-        chunks=len(rows),
-        from_cache=sum(1 for c in pending if c.text_sha256 in known),
-        embedded_texts=len(fresh),
-        tokens=sum(missing[h][1] for h in fresh),
-        calls=embedder.calls - calls_before,
-        per_partition=per_partition,
-        fallbacks=fallbacks,
-        rejected=[(c, refused[c.text_sha256]) for c in pending if c.text_sha256 in refused],
-        unembedded=[
-            (c, failed[c.text_sha256])
-            for c in pending
-            if c.text_sha256 in failed and c.text_sha256 not in substitutes
-        ],
-    )

@@ -3,6 +3,7 @@ import re
 
 import pytest
 
+from tvdb_assets.lib import chunking
 from tvdb_assets.lib.chunking import chunk_markdown
 from tvdb_assets.lib.models import Chunk
 from tvdb_assets.lib.tokens import count_tokens
@@ -292,3 +293,14 @@ def test_large_document_stays_within_bounds_and_in_order() -> None:
     assert all(0 < c.tokens <= 512 for c in chunks)
     assert [c.ord for c in chunks] == list(range(len(chunks)))
     assert chunks[-1].text.rstrip() == md.rstrip()[-len(chunks[-1].text.rstrip()) :]
+
+
+def test_a_huge_section_is_chunked_in_blocks_with_the_same_bounds() -> None:
+    paragraph = " ".join(f"lemma{i % 997}" for i in range(300)) + ".\n\n"
+    md = "# Corpus\n\n" + paragraph * (2 * chunking.BLOCK_CHARS // len(paragraph) + 3)
+    chunks = chunk_markdown(md, max_tokens=256, overlap_tokens=32)
+    assert len(md) > 2 * chunking.BLOCK_CHARS
+    assert all(0 < c.tokens <= 256 for c in chunks)
+    assert {c.heading_path for c in chunks} == {("Corpus",)}
+    covered = "".join(c.text for c in chunks)
+    assert covered.count("lemma996") >= md.count("lemma996")  # nothing lost at block edges

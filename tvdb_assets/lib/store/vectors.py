@@ -2,7 +2,8 @@
 
 import os
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,17 +107,11 @@ def write(
 ) -> None:
     """Store (chunk id, partition key, vector) rows, replacing any older vector of a chunk.
 
-    Keeps the (model, dims) HNSW index in the cheapest way for the batch (REBUILD_RATIO).
+    Callers writing many rows wrap their writes in `index_maintenance`.
     """
     if not rows:
         return
     conn.execute("DELETE FROM embeddings WHERE chunk_id = ANY(%s)", ([r[0] for r in rows],))
-    indexable = dims <= schema.HNSW_MAX_DIMS
-    indexed = indexable and schema.has_vector_index(conn, model, dims)
-    stored = _count(conn, model, dims) if indexable else 0
-    rebuild = indexed and len(rows) * REBUILD_RATIO > stored + len(rows)
-    if rebuild:
-        schema.drop_vector_index(conn, model, dims)
     _copy_vectors(
         conn,
         "embeddings",
@@ -124,8 +119,26 @@ def write(
          ("embedding", "vector"), ("fallback", "bool")),
         ((chunk, key, model, dims, vector, fallback) for chunk, key, vector in rows),
     )  # fmt: skip
-    first_build = indexable and not indexed and stored + len(rows) >= hnsw_min_rows()
-    if rebuild or first_build:
+
+
+@contextmanager
+def index_maintenance(
+    conn: psycopg.Connection, model: str, dims: int, incoming: int
+) -> Iterator[None]:
+    """Keep the (model, dims) HNSW index in the cheapest way around writing `incoming` rows.
+
+    Small collections go without (search is exact); the index is built in bulk once the
+    model has `hnsw_min_rows()` vectors; a batch large next to what is indexed drops it
+    first and rebuilds it after, instead of inserting vector by vector.
+    """
+    indexable = dims <= schema.HNSW_MAX_DIMS and incoming > 0
+    indexed = indexable and schema.has_vector_index(conn, model, dims)
+    stored = _count(conn, model, dims) if indexable else 0
+    rebuild = indexed and incoming * REBUILD_RATIO > stored + incoming
+    if rebuild:
+        schema.drop_vector_index(conn, model, dims)
+    yield
+    if rebuild or (indexable and not indexed and _count(conn, model, dims) >= hnsw_min_rows()):
         schema.create_vector_index(conn, model, dims)
 
 

@@ -7,6 +7,7 @@ through `lib.stages`, so parsing and chunking use the same process pool the asse
 import time
 from pathlib import Path
 
+from bench.report import Record
 from tvdb_assets.lib import settings, stages, store, workers
 from tvdb_assets.lib.embedding import MockEmbedder
 from tvdb_assets.lib.ids import partition_key_for
@@ -15,8 +16,6 @@ from tvdb_assets.lib.store import chunks as chunk_store
 from tvdb_assets.lib.store import documents
 from tvdb_assets.lib.store.registry import InboxFile
 from tvdb_assets.lib.uploads import LocalInbox
-
-from bench.report import Record
 
 
 def run(corpus: Path, database_url: str) -> Record:
@@ -32,8 +31,7 @@ def run(corpus: Path, database_url: str) -> Record:
             batch = listing[start : start + batch_size]
             t = time.perf_counter()
             files = [
-                InboxFile(partition_key_for(i.path), i.path, i.bytes, i.mtime_ns, "")
-                for i in batch
+                InboxFile(partition_key_for(i.path), i.path, i.bytes, i.mtime_ns, "") for i in batch
             ]
             outcomes = stages.parse_batch(uploads, parser, files)
             docs = [o.document for o in outcomes if o.document is not None]

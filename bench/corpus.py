@@ -48,6 +48,7 @@ class Corpus:
     by_type: dict[str, int]
     generated_pdfs: int
     total_bytes: int
+    manifest_sha256: str  # of every (name, content sha256): equal digests, equal corpora
 
     @property
     def megabytes(self) -> float:
@@ -130,12 +131,17 @@ def build(root: Path) -> Corpus:
     text_sources = picks["txt"] + picks["md"]
     generated = _generate_pdfs(text_sources, GENERATED_PDFS, root / "pdf")
     files = [p for p in sorted(root.rglob("*")) if p.is_file()]
+    manifest = hashlib.sha256()
+    for path in files:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        manifest.update(f"{path.relative_to(root)}\0{digest}\n".encode())
     return Corpus(
         root=root,
         files=len(files),
         by_type=dict(sorted(Counter(p.parent.name for p in files).items())),
         generated_pdfs=generated,
         total_bytes=sum(p.stat().st_size for p in files),
+        manifest_sha256=manifest.hexdigest(),
     )
 
 

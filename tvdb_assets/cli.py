@@ -68,10 +68,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     parser_mode, embedder_mode = _modes(args)
     run_config = {
+        # The progress bar and summary say what a user needs; warnings and errors still show.
+        "loggers": {"console": {"config": {"log_level": "WARNING"}}},
         "resources": {
             "parser": {"config": {"mode": parser_mode}},
             "embedder": {"config": {"mode": embedder_mode}},
-        }
+        },
     }
     with dg.DagsterInstance.get() as instance:
         summary = runner.ingest(

@@ -143,10 +143,15 @@ def cmd_dev(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     child = subprocess.Popen(command, preexec_fn=default_sigint, env=os.environ.copy())
-    try:
-        return child.wait()
-    except KeyboardInterrupt:
-        return child.wait()
+
+    def stop_child(signum: int, frame: object) -> None:
+        # dagster dev shuts its webserver and daemon down cleanly on SIGINT (and treats
+        # SIGTERM the same); pass either on, then wait for it to finish.
+        child.send_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGINT, stop_child)
+    signal.signal(signal.SIGTERM, stop_child)
+    return child.wait()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,10 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the CLI imports its heavy parts only when a command needs them
+    from tvdb_assets.lib import intake
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
 
@@ -31,7 +35,7 @@ def _modes(args: argparse.Namespace) -> tuple[str, str]:
 def cmd_dry_run(args: argparse.Namespace) -> int:
     from tvdb_assets.defs.resources import EmbedderResource, OpenAICredentials, budget
     from tvdb_assets.lib import estimate, settings, store
-    from tvdb_assets.runner import inbox_targets
+    from tvdb_assets.lib.intake import inbox_targets
 
     parser_mode, embedder_mode = _modes(args)
     inbox = settings.uploads_dir()
@@ -59,8 +63,16 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if args.dry_run:
         return cmd_dry_run(args)
     from tvdb_assets import dagster_env
+    from tvdb_assets.lib import intake
 
     dagster_env.prepare()
+    taken = intake.take_in([Path(p) for p in args.paths])
+    if not taken.has_work:  # nothing new or changed: no run, no need to load Dagster at all
+        return _report(intake.summarize(taken, [], [], []))
+    return _report(_run(args, taken))
+
+
+def _run(args: argparse.Namespace, taken: "intake.Intake") -> "intake.IngestSummary":
     import dagster as dg
 
     from tvdb_assets import runner
@@ -76,9 +88,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         },
     }
     with dg.DagsterInstance.get() as instance:
-        summary = runner.ingest(
-            [Path(p) for p in args.paths], instance, defs, args.batch_size, _progress, run_config
-        )
+        return runner.run(taken, instance, defs, args.batch_size, _progress, run_config)
+
+
+def _report(summary: "intake.IngestSummary") -> int:
     rate = summary.ingested / summary.seconds if summary.seconds else 0.0
     print(
         f"{summary.files} files: {summary.new} new, {summary.changed} changed, "
@@ -124,7 +137,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     """Start `dagster dev` on the embedded database, with the samples in the inbox."""
     from tvdb_assets import dagster_env
     from tvdb_assets.lib import settings
-    from tvdb_assets.runner import copy_into_inbox
+    from tvdb_assets.lib.intake import copy_into_inbox
 
     dagster_env.prepare()
     inbox = settings.uploads_dir()

@@ -1,74 +1,17 @@
-"""`tvdb ingest`: copy sources into the inbox and materialize their partitions in batches.
+"""`tvdb ingest`: materialize what the intake found, in batches, through Dagster.
 
 Runs go through the same Dagster instance the UI shows (in this process), one run per
 contiguous range of partition keys, exactly as the sensor would request them.
 """
 
-import shutil
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 
 from tvdb_assets.defs.partitions import DOCUMENTS, range_tags
-from tvdb_assets.lib import settings, store, sync
-from tvdb_assets.lib.ids import partition_key_for
-from tvdb_assets.lib.store import chunks as chunk_store
-from tvdb_assets.lib.store import dead_letters
-from tvdb_assets.lib.store.dead_letters import IngestError
-from tvdb_assets.lib.uploads import LocalInbox
-
-
-@dataclass
-class IngestSummary:
-    files: int = 0
-    new: int = 0
-    changed: int = 0
-    unchanged: int = 0
-    ingested: int = 0
-    chunks: int = 0
-    tokens: int = 0
-    runs: list[str] = field(default_factory=list)
-    failed_runs: list[str] = field(default_factory=list)
-    errors: list[IngestError] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-def inbox_targets(sources: Sequence[Path], inbox: Path) -> list[tuple[Path, Path]]:
-    """(source file, inbox file) pairs: each source goes under a folder named after it."""
-    pairs: list[tuple[Path, Path]] = []
-    for source in sources:
-        source = source.resolve()
-        if source.is_dir():
-            pairs += [(f, inbox / source.name / f.relative_to(source))
-                      for f in sorted(source.rglob("*")) if f.is_file()]  # fmt: skip
-        elif source.is_file():
-            pairs.append((source, inbox / source.parent.name / source.name))
-        else:
-            raise FileNotFoundError(f"{source}: no such file or directory")
-    return pairs
-
-
-def copy_into_inbox(sources: Sequence[Path], inbox: Path) -> list[str]:
-    """Copy the sources into the inbox; return the inbox paths they cover.
-
-    A file whose copy already has the same size and mtime is left alone, so re-ingesting an
-    unchanged corpus touches nothing.
-    """
-    paths: list[str] = []
-    for src, dest in inbox_targets(sources, inbox):
-        paths.append(dest.relative_to(inbox).as_posix())
-        stat = src.stat()
-        if dest.exists():
-            existing = dest.stat()
-            if (existing.st_size, existing.st_mtime_ns) == (stat.st_size, stat.st_mtime_ns):
-                continue
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dest)
-    return paths
-
+from tvdb_assets.lib import settings, sync
+from tvdb_assets.lib.intake import IngestSummary, Intake, summarize, take_in
 
 Progress = Callable[[int, int], None]
 
@@ -81,28 +24,32 @@ def ingest(
     progress: Progress | None = None,
     run_config: dict | None = None,
 ) -> IngestSummary:
-    started = time.perf_counter()
-    inbox = settings.uploads_dir()
-    inbox.mkdir(parents=True, exist_ok=True)
-    ours = set(copy_into_inbox(sources, inbox))
-    uploads = LocalInbox(inbox)
-    with store.connect() as conn:
-        changes = sync.refresh(conn, uploads, list(uploads.list()))
+    return run(take_in(sources), instance, defs, batch_size, progress, run_config)
+
+
+def run(
+    intake: Intake,
+    instance: dg.DagsterInstance,
+    defs: dg.Definitions,
+    batch_size: int | None = None,
+    progress: Progress | None = None,
+    run_config: dict | None = None,
+) -> IngestSummary:
     plan = sync.plan_partitions(
-        instance.get_dynamic_partitions(DOCUMENTS), changes, batch_size or settings.batch_size()
+        instance.get_dynamic_partitions(DOCUMENTS),
+        intake.changes,
+        batch_size or settings.batch_size(),
     )
     for key in plan.retire_keys + plan.move_keys:
         instance.delete_dynamic_partition(DOCUMENTS, key)
     if plan.move_keys or plan.new_keys:
         instance.add_dynamic_partitions(DOCUMENTS, plan.move_keys + plan.new_keys)
 
-    summary = IngestSummary(files=len(ours))
-    summary.new = sum(1 for f in changes.added if f.path in ours)
-    summary.changed = sum(1 for f in changes.changed if f.path in ours)
-    summary.unchanged = summary.files - summary.new - summary.changed
     job = defs.resolve_job_def("ingest")
     total = sum(len(b) for b in plan.batches)
     done = 0
+    runs: list[str] = []
+    failed_runs: list[str] = []
     keys: list[str] = []
     if progress and total:
         progress(0, total)
@@ -110,22 +57,12 @@ def ingest(
         result = job.execute_in_process(
             run_config=run_config, instance=instance, tags=range_tags(batch), raise_on_error=False
         )
-        summary.runs.append(result.run_id)
+        runs.append(result.run_id)
         if result.success:
             keys.extend(batch)
         else:
-            summary.failed_runs.append(result.run_id)
+            failed_runs.append(result.run_id)
         done += len(batch)
         if progress:
             progress(done, total)
-
-    with store.connect() as conn:
-        # Every source document still failing is reported, not only those run just now.
-        summary.errors = dead_letters.open_errors(conn, [partition_key_for(p) for p in ours])
-        totals = chunk_store.counts(conn, keys)
-    failed = {e.partition_key for e in summary.errors}
-    summary.ingested = sum(1 for key in keys if key not in failed)
-    summary.chunks = sum(n for n, _ in totals.values())
-    summary.tokens = sum(t for _, t in totals.values())
-    summary.seconds = time.perf_counter() - started
-    return summary
+    return summarize(intake, runs, failed_runs, keys)

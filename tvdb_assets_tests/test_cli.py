@@ -1,6 +1,7 @@
 """The `tvdb` console script, run as a user would."""
 
 import json
+import re
 
 from tvdb_assets.cli import main
 from tvdb_assets_tests.conftest import Project
@@ -37,3 +38,42 @@ def test_ingest_search_and_status(project: Project, tmp_path, capsys):
     assert main(["ingest", str(source)]) == 1  # the bad file is still failing
     out = capsys.readouterr().out
     assert "0 new, 0 changed, 3 unchanged" in out and "0 run(s)" in out
+
+
+def test_dry_run_estimates_cost_without_calling_anything(
+    project: Project, fake_openai, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("OPENAI_API_KEY", fake_openai.api_key)
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    source = tmp_path / "plan"
+    source.mkdir()
+    (source / "a.md").write_text("# A\n\n" + "words about tidal energy " * 200 + "\n")
+    (source / "b.txt").write_text("Short note on wave power.\n")
+
+    assert main(["ingest", "--dry-run", "--embedder-mode", "real", str(source)]) == 0
+    out = capsys.readouterr().out
+
+    assert "plan/a.md" in out and "plan/b.txt" in out
+    totals = dict(
+        line.split(": ", 1) for line in out.splitlines() if ": " in line and "/" not in line
+    )
+    assert int(totals["to_ingest"]) == 2
+    assert int(totals["tokens_to_embed"]) > 500
+    assert 0 < float(totals["estimated_usd"]) < 0.001
+    assert float(totals["budget_left_usd"]) == 5.0 and totals["fits_budget"] == "yes"
+    assert fake_openai.requests == []  # no API was called ...
+    assert project.scalar("SELECT count(*) FROM documents") == 0  # ... and nothing changed
+    assert not (project.inbox / "plan").exists()
+
+
+def test_status_shows_spend_and_budget(project: Project, capsys):
+    with project.connect() as conn:
+        conn.execute(
+            "INSERT INTO cost_ledger (service, model, unit, units, usd, status, correlation_id) "
+            "VALUES ('openai', 'text-embedding-3-small', 'tokens', 50000, 0.001, 'billed', 'c1')"
+        )
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"spent_usd\s+0\.001000", out)
+    assert re.search(r"budget_left_usd\s+4\.999000", out)
+    assert re.search(r"openai/text-embedding-3-small\s+tokens / usd\s+50000 / 0\.001000", out)

@@ -200,16 +200,27 @@ def test_the_budget_stops_calls_before_it_is_crossed(
 
 
 def test_no_key_appears_in_logs_events_or_ledger(
-    project, instance, openai_env, fake_openai, tmp_path, caplog, capsys
+    project,
+    instance,
+    openai_env,
+    fake_openai,
+    fake_llamaparse,
+    tmp_path,
+    caplog,
+    capsys,
+    monkeypatch,
 ):
     caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("LLAMA_CLOUD_API_KEY", fake_llamaparse.api_key)
+    monkeypatch.setenv("LLAMA_CLOUD_BASE_URL", fake_llamaparse.base_url)
+    defs = build_defs()
     fake_openai.script([Fault(status=401), Fault(status=429, retry_after=0.1)])
-    ingest(
-        openai_env, instance, write_docs(tmp_path / "k", 2), embedder_config("real", max_attempts=2)
-    )
-    ingest(openai_env, instance, write_docs(tmp_path / "l", 2), embedder_config("real"))
+    fake_llamaparse.script([Fault(status=401)])
+    both_real = embedder_config("real", max_attempts=2)
+    both_real["resources"]["parser"] = {"config": {"mode": "real", "poll_seconds": 0}}
+    ingest(defs, instance, write_docs(tmp_path / "k", 2), both_real)
+    ingest(defs, instance, write_docs(tmp_path / "l", 2), both_real)
 
-    key = fake_openai.api_key
     captured = capsys.readouterr()
     events = [
         str(entry)
@@ -221,8 +232,10 @@ def test_no_key_appears_in_logs_events_or_ledger(
         stored += [str(r) for r in conn.execute("SELECT * FROM ingest_errors").fetchall()]
     runs = [str(r.dagster_run.run_config) for r in instance.get_run_records()]
     haystack = "\n".join([caplog.text, captured.out, captured.err, *events, *stored, *runs])
-    assert "authentication failed" in haystack  # the 401 was reported ...
-    assert key not in haystack  # ... without the key
+    assert "authentication failed" in haystack  # the 401s were reported ...
+    assert "upload refused (HTTP 401)" in haystack
+    for key in (fake_openai.api_key, fake_llamaparse.api_key):
+        assert key not in haystack  # ... without the keys
 
 
 def test_correlation_ids_join_run_logs_and_ledger_rows(
@@ -243,3 +256,55 @@ def test_correlation_ids_join_run_logs_and_ledger_rows(
     assert any(f"[{correlation}] openai attempt 1 failed" in m for m in messages)  # the retry
     sent = [r.headers.get("x-correlation-id") for r in fake_openai.requests]
     assert sent == [correlation, correlation]  # and the service saw it on both attempts
+
+
+def test_a_rejected_chunk_gets_no_vector_and_the_rest_of_its_document_does(
+    project, instance, openai_env, fake_openai, tmp_path
+):
+    fake_openai.reject_inputs_containing("POISON")
+    source = tmp_path / "mixed"
+    source.mkdir()
+    sections = [
+        f"## Part {i}\n\n" + " ".join(f"clean{i} text{j}" for j in range(120)) for i in range(6)
+    ]
+    sections[3] = "## Part 3\n\n" + " ".join(f"POISON text{j}" for j in range(120))
+    (source / "doc.md").write_text("# Doc\n\n" + "\n\n".join(sections) + "\n")
+
+    summary = ingest(openai_env, instance, source, embedder_config("real"))
+
+    (error,) = summary.errors
+    assert error.stage == "embed" and "1 chunk(s) without a vector" in error.reason
+    with project.connect() as conn:
+        missing = conn.execute(
+            "SELECT c.text FROM chunks c LEFT JOIN embeddings e ON e.chunk_id = c.id "
+            "WHERE e.chunk_id IS NULL"
+        ).fetchall()
+        zero = conn.execute(
+            "SELECT count(*) FROM embeddings WHERE vector_norm(embedding) = 0"
+        ).fetchone()
+    assert len(missing) == 1 and "POISON" in missing[0][0]
+    assert zero == (0,)
+    assert project.scalar("SELECT count(*) FROM embeddings") == summary.chunks - 1
+
+
+@pytest.mark.parametrize("why", ["budget", "missing key"])
+def test_hybrid_falls_back_without_a_call_when_real_cannot_be_used(
+    project, instance, fake_openai, tmp_path, monkeypatch, why
+):
+    services.reset()
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    if why == "budget":
+        monkeypatch.setenv("OPENAI_API_KEY", fake_openai.api_key)
+        monkeypatch.setenv("TVDB_DAILY_BUDGET_USD", "0")
+    else:
+        monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+
+    summary = ingest(
+        build_defs(), instance, write_docs(tmp_path / "h", 2), embedder_config("hybrid")
+    )
+
+    assert summary.errors == [] and fake_openai.requests == []
+    with project.connect() as conn:
+        rows = conn.execute("SELECT DISTINCT model, fallback FROM embeddings").fetchall()
+    assert rows == [("mock-feature-hash", True)]
+    assert ledger(project) == (0, 0, 0.0)

@@ -445,3 +445,12 @@ def test_classified_errors_drive_the_retry_layer():
     fn = Flaky(classify_http("openai", 429, "rate limited", {"retry-after-ms": "250"}))
     assert call_with_retries(fn, base_delay=0.01, sleep=fake.sleep) == "ok"
     assert fake.sleeps[0] >= 0.25
+
+
+def test_hold_counts_a_request_from_its_completion() -> None:
+    clock = FakeTime()
+    limiter = RateLimiter(None, 100, clock=clock.clock, sleep=clock.sleep)
+    with limiter.hold(100):
+        clock.sleep(5.0)  # the request takes 5 s; the service stamped it on arrival
+    clock.sleep(56.0)  # 61 s after the grant, 56 s after completion
+    assert limiter.wait_time(100) == pytest.approx(4.0)

@@ -77,19 +77,10 @@ class OpenAIEmbedder(Embedder):
         estimate = costs.price(SERVICE, self.model, tokens)
 
         def attempt() -> openai.types.CreateEmbeddingResponse:
-            # Every HTTP attempt is a billable call of its own: budget first, ledger after.
-            self.limiter.acquire(tokens)
-            if self.ledger is None:
-                return self._request(texts, call)
-            with self.ledger.charge(estimate, call) as bill:
-                try:
-                    response = self._request(texts, call)
-                except ServiceError as exc:
-                    if getattr(exc, "maybe_billed", False):
-                        bill.actual = estimate
-                    raise
-                bill.actual = costs.price(SERVICE, self.model, response.usage.prompt_tokens)
-                return response
+            with self.limiter.hold(tokens):
+                if self.ledger is None:
+                    return self._request(texts, call)
+                return self._billed_request(texts, call, estimate)
 
         def on_retry(number: int, error: BaseException, wait: float) -> None:
             log.warning(
@@ -100,6 +91,21 @@ class OpenAIEmbedder(Embedder):
         return call_with_retries(
             attempt, attempts=self.attempts, sleep=self._sleep, on_retry=on_retry
         )
+
+    def _billed_request(
+        self, texts: list[str], call: CallContext, estimate: costs.Charge
+    ) -> openai.types.CreateEmbeddingResponse:
+        """Every HTTP attempt is a billable call of its own: budget first, ledger after."""
+        assert self.ledger is not None
+        with self.ledger.charge(estimate, call) as bill:
+            try:
+                response = self._request(texts, call)
+            except ServiceError as exc:
+                if getattr(exc, "maybe_billed", False):
+                    bill.actual = estimate
+                raise
+            bill.actual = costs.price(SERVICE, self.model, response.usage.prompt_tokens)
+            return response
 
     def _request(self, texts: list[str], call: CallContext) -> openai.types.CreateEmbeddingResponse:
         extra = {"dimensions": self.dims} if self.dims != NATIVE_DIMS.get(self.model) else {}

@@ -16,10 +16,11 @@ steady traffic uses close to the whole limit. Servers that enforce the limit ove
 periods (e.g. per second) can still refuse a burst; give such a service a lower limit.
 """
 
+import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 WINDOW_SECONDS = 60.0
 
@@ -60,7 +61,8 @@ class RateLimiter:
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._granted: deque[tuple[float, int]] = deque()  # (grant time, tokens), oldest first
+        # [grant time, tokens], oldest grant first; `hold` may move a time later.
+        self._granted: deque[list[float]] = deque()
         self._tokens_in_window = 0
 
     def acquire(self, tokens: int = 0) -> float:
@@ -69,6 +71,25 @@ class RateLimiter:
         Raises ValueError when `tokens` alone exceeds the TPM limit: no amount of waiting
         would let it through, so the caller has to split the request.
         """
+        return self._grant(tokens)[0]
+
+    @contextlib.contextmanager
+    def hold(self, tokens: int = 0) -> Iterator[float]:
+        """`acquire`, then count the request from when it completed, not when it was granted.
+
+        A service stamps a request when it arrives, a little after our grant; counted from
+        completion (later still), our window can only be stricter than the service's, so a
+        request we let through is never over its limit there.
+        """
+        waited, grant = self._grant(tokens)
+        try:
+            yield waited
+        finally:
+            with self._lock:
+                # Only ever later: an entry now out of order just leaves the window later.
+                grant[0] = max(grant[0], self._clock())
+
+    def _grant(self, tokens: int) -> tuple[float, list[float]]:
         self._check_size(tokens)
         start = self._clock()
         while True:
@@ -76,9 +97,10 @@ class RateLimiter:
                 now = self._clock()
                 wait = self._wait_needed(now, tokens)
                 if wait <= 0:
-                    self._granted.append((now, tokens))
+                    grant = [now, float(tokens)]
+                    self._granted.append(grant)
                     self._tokens_in_window += tokens
-                    return max(0.0, now - start)
+                    return max(0.0, now - start), grant
             # Sleep outside the lock so other threads can be granted or queue up; re-check
             # afterwards because another thread may have taken the room meanwhile.
             self._sleep(wait + _EPSILON)
@@ -109,7 +131,7 @@ class RateLimiter:
         cutoff = now - self.window
         while self._granted and self._granted[0][0] <= cutoff:
             _, old_tokens = self._granted.popleft()
-            self._tokens_in_window -= old_tokens
+            self._tokens_in_window -= int(old_tokens)
 
     def _wait_needed(self, now: float, tokens: int) -> float:
         """Seconds until enough old requests leave the window for this one (<= 0: none)."""
@@ -122,7 +144,7 @@ class RateLimiter:
             wait = max(wait, expiry - now)
         tpm = self.tokens_per_minute
         if tpm is not None:
-            excess = self._tokens_in_window + tokens - tpm
+            excess = float(self._tokens_in_window + tokens - tpm)
             for granted_at, old_tokens in self._granted:
                 if excess <= 0:
                     break

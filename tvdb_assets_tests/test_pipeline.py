@@ -206,8 +206,15 @@ def test_odd_file_names_become_valid_partitions(project: Project, instance, tmp_
 
 
 def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    return {name: passed for name, (passed, _) in check_evaluations(result).items()}
+
+
+def check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, tuple[bool, str]]:
     return {
-        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+        e.asset_check_evaluation_data.check_name: (
+            e.asset_check_evaluation_data.passed,
+            e.asset_check_evaluation_data.severity.value,
+        )
         for e in result.all_events
         if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
     }
@@ -224,6 +231,8 @@ def test_data_quality_checks_run_with_each_batch(project: Project, instance, tmp
     assert check_results(healthy) == {
         "every_chunk_has_one_vector": True,
         "documents_are_not_empty": True,
+        "cost_within_budget": True,
+        "services_healthy": True,
     }
 
     with project.connect() as conn:
@@ -263,3 +272,25 @@ def test_the_hnsw_index_is_built_at_the_threshold_and_used_by_search(
         )
     assert name in plan
     assert search("barn owls voles dusk", k=1)[0].document == "more/owls.md"
+
+
+@pytest.mark.parametrize(
+    ("spent", "expected"), [(3.0, (True, "WARN")), (4.2, (False, "WARN")), (5.0, (False, "ERROR"))]
+)
+def test_the_cost_check_warns_at_80_percent_and_fails_when_the_budget_is_used(
+    project: Project, instance, tmp_path, spent, expected
+):
+    source = tmp_path / "kb"
+    write_corpus(source)
+    ingest(source, instance)
+    with project.connect() as conn:
+        conn.execute(
+            "INSERT INTO cost_ledger (service, model, unit, units, usd, status, correlation_id) "
+            "VALUES ('openai', 'text-embedding-3-small', 'tokens', 1, %s, 'billed', 'c')",
+            (spent,),
+        )
+    key = str(project.scalar("SELECT partition_key FROM documents LIMIT 1"))
+    result = defs.resolve_job_def("ingest").execute_in_process(
+        instance=instance, partition_key=key, raise_on_error=False
+    )
+    assert check_evaluations(result)["cost_within_budget"] == expected

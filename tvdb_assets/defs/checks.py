@@ -1,10 +1,13 @@
-"""Data-quality checks over the pipeline's tables, run after each batch materializes."""
+"""Checks run after each batch: data quality, the cost budget, the services' health."""
 
 import dagster as dg
 
 from tvdb_assets.defs.assets.indexing import embeddings
 from tvdb_assets.defs.assets.ingestion import parsed_documents
-from tvdb_assets.defs.resources import EmbedderResource, PostgresResource
+from tvdb_assets.defs.resources import EmbedderResource, PostgresResource, budget
+from tvdb_assets.lib.store import ledger
+
+WARN_AT = 0.8  # share of a budget at which the cost check warns
 
 
 @dg.asset_check(asset=embeddings, description="Every chunk has one vector of the model's dims.")
@@ -61,3 +64,48 @@ def documents_are_not_empty(database: PostgresResource) -> dg.AssetCheckResult:
 
 
 data_quality_checks = [every_chunk_has_one_vector, documents_are_not_empty]
+
+
+@dg.asset_check(
+    asset=embeddings,
+    blocking=True,
+    description="Spend today against the daily budget: warns at 80%, fails when used up.",
+)
+def cost_within_budget(database: PostgresResource) -> dg.AssetCheckResult:
+    limits = budget()
+    with database.connect() as conn:
+        used = ledger.spend(conn)
+    share = used.today_usd / limits.daily_usd if limits.daily_usd > 0 else 1.0
+    requests_share = used.last_hour_requests / max(1, limits.hourly_requests)
+    worst = max(share, requests_share)
+    return dg.AssetCheckResult(
+        passed=worst < WARN_AT,
+        severity=dg.AssetCheckSeverity.ERROR if worst >= 1 else dg.AssetCheckSeverity.WARN,
+        metadata={
+            "spent_today_usd": round(used.today_usd, 6),
+            "daily_budget_usd": limits.daily_usd,
+            "budget_used": f"{share:.0%}",
+            "requests_last_hour": used.last_hour_requests,
+            "hourly_request_cap": limits.hourly_requests,
+        },
+    )
+
+
+@dg.asset_check(asset=embeddings, description="No external service has its circuit open.")
+def services_healthy(database: PostgresResource) -> dg.AssetCheckResult:
+    with database.connect() as conn:
+        rows = conn.execute(
+            "SELECT service, state, consecutive_failures FROM service_health ORDER BY service"
+        ).fetchall()
+    unhealthy = [f"{service}: {state}" for service, state, _ in rows if state != "closed"]
+    return dg.AssetCheckResult(
+        passed=not unhealthy,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "services": ", ".join(f"{s} {st}" for s, st, _ in rows) or "none called yet",
+            "unhealthy": ", ".join(unhealthy),
+        },  # fmt: skip
+    )
+
+
+service_checks = [cost_within_budget, services_healthy]

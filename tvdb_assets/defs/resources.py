@@ -20,6 +20,7 @@ from tvdb_assets.lib.embedding.unavailable import UnavailableEmbedder
 from tvdb_assets.lib.parsing import LocalParser, Parser
 from tvdb_assets.lib.parsing.hybrid import HybridParser, UnavailableParser
 from tvdb_assets.lib.parsing.llamaparse import LlamaParseParser
+from tvdb_assets.lib.resilience import CircuitBreaker
 from tvdb_assets.lib.settings import Mode
 from tvdb_assets.lib.store.ledger import Budget, CallContext
 from tvdb_assets.lib.uploads import LocalInbox, UploadStore
@@ -49,7 +50,27 @@ class LlamaCloudCredentials(dg.ConfigurableResource):
     api_key: str | None = None
 
 
-class ParserResource(dg.ConfigurableResource):
+class ServiceResource(dg.ConfigurableResource):
+    """What the parser and the embedder share: a mode, and how they call their service."""
+
+    mode: Mode = "mock"
+    base_url: str | None = None  # unset: the SDK's own variable, else its default
+    timeout_seconds: float = 30.0
+    max_attempts: int = 5
+    circuit_failures: int = 5
+    circuit_reset_seconds: float = 60.0
+
+    def _breaker(self, service: str) -> CircuitBreaker:
+        return services.breaker(service, self.circuit_failures, self.circuit_reset_seconds)
+
+    def _key(self, api_key: str | None, variable: str, resource: str) -> str | None:
+        """The key, or None in hybrid mode (which then falls back); real mode needs one."""
+        if not api_key and self.mode == "real":
+            raise dg.Failure(f"{resource} mode 'real' needs an API key: {variable} is not set")
+        return api_key or None
+
+
+class ParserResource(ServiceResource):
     """Turns an upload's bytes into markdown.
 
     mock: local parsing of md/html/txt/pdf. real: LlamaParse, results cached by content
@@ -58,15 +79,10 @@ class ParserResource(dg.ConfigurableResource):
     """
 
     credentials: LlamaCloudCredentials
-    mode: Mode = "mock"
     max_file_mb: int = 100
-    base_url: str | None = None  # unset: LLAMA_CLOUD_BASE_URL, else the SDK's default
     concurrency: int = 4
     timeout_seconds: float = 300.0
     poll_seconds: int = 1
-    max_attempts: int = 5
-    circuit_failures: int = 5
-    circuit_reset_seconds: float = 60.0
 
     def client(self, call: CallContext | None = None) -> Parser:
         local = LocalParser(max_bytes=self.max_file_mb * 1024 * 1024)
@@ -76,18 +92,13 @@ class ParserResource(dg.ConfigurableResource):
         return HybridParser(real, local) if self.mode == "hybrid" else real
 
     def _real(self, call: CallContext | None) -> Parser:
-        api_key = self.credentials.api_key
-        if not api_key:
-            reason = "LLAMA_CLOUD_API_KEY is not set"
-            if self.mode == "real":
-                raise dg.Failure(f"parser mode 'real' needs an API key: {reason}")
-            return UnavailableParser("llamaparse", reason)
+        api_key = self._key(self.credentials.api_key, "LLAMA_CLOUD_API_KEY", "parser")
+        if api_key is None:
+            return UnavailableParser("llamaparse", "LLAMA_CLOUD_API_KEY is not set")
         return LlamaParseParser(
             api_key=api_key,
             base_url=self.base_url or os.environ.get("LLAMA_CLOUD_BASE_URL") or None,
-            breaker=services.breaker(
-                "llamaparse", self.circuit_failures, self.circuit_reset_seconds
-            ),
+            breaker=self._breaker("llamaparse"),
             ledger=Ledger(budget()),
             call=call,
             attempts=self.max_attempts,
@@ -98,7 +109,7 @@ class ParserResource(dg.ConfigurableResource):
         )
 
 
-class EmbedderResource(dg.ConfigurableResource):
+class EmbedderResource(ServiceResource):
     """Turns chunk text into vectors.
 
     mock: feature-hashed token vectors, offline and free. real: OpenAI, rate-limited,
@@ -107,16 +118,10 @@ class EmbedderResource(dg.ConfigurableResource):
     """
 
     credentials: OpenAICredentials
-    mode: Mode = "mock"
     model: str = "text-embedding-3-small"
     dims: int = 1536
-    base_url: str | None = None  # unset: OPENAI_BASE_URL, else the SDK's default
     requests_per_minute: int = 3_000
     tokens_per_minute: int = 1_000_000
-    timeout_seconds: float = 30.0
-    max_attempts: int = 5
-    circuit_failures: int = 5
-    circuit_reset_seconds: float = 60.0
 
     def client(self, call: CallContext | None = None) -> Embedder:
         mock = MockEmbedder(dims=self.dims)
@@ -128,12 +133,9 @@ class EmbedderResource(dg.ConfigurableResource):
         return real
 
     def _real(self, call: CallContext | None) -> Embedder:
-        api_key = self.credentials.api_key
-        if not api_key:
-            reason = "OPENAI_API_KEY is not set"
-            if self.mode == "real":
-                raise dg.Failure(f"embedder mode 'real' needs an API key: {reason}")
-            return UnavailableEmbedder(self.model, self.dims, reason)
+        api_key = self._key(self.credentials.api_key, "OPENAI_API_KEY", "embedder")
+        if api_key is None:
+            return UnavailableEmbedder(self.model, self.dims, "OPENAI_API_KEY is not set")
         return OpenAIEmbedder(
             api_key=api_key,
             base_url=self.base_url or os.environ.get("OPENAI_BASE_URL") or None,

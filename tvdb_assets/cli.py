@@ -107,9 +107,16 @@ def _report(summary: "intake.IngestSummary") -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from tvdb_assets.defs.resources import EmbedderResource, OpenAICredentials
+    from tvdb_assets.lib import settings
     from tvdb_assets.lib.search import search
 
-    for hit in search(args.query, args.k):
+    # Outside a Dagster run the key is read from the environment here, not through EnvVar.
+    embedder = EmbedderResource(
+        credentials=OpenAICredentials(api_key=os.environ.get("OPENAI_API_KEY") or None),
+        mode=args.embedder_mode or settings.mode_from_env("TVDB_EMBEDDER_MODE"),
+    )
+    for hit in search(args.query, args.k, embedder.client()):
         print(
             json.dumps(
                 {
@@ -188,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("query")
     search.add_argument("-k", type=int, default=5, help="number of results")
     search.add_argument("--snippet", type=int, default=300, help="characters of text shown")
+    search.add_argument(
+        "--embedder-mode", choices=modes, help="embed the query as documents were embedded"
+    )
     search.set_defaults(func=cmd_search)
 
     status = sub.add_parser("status", help="counts per table and open ingest errors")

@@ -1,5 +1,6 @@
 """Real mode against a loopback OpenAI: the real SDK, our resilience, the cost ledger."""
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -9,6 +10,7 @@ import dagster as dg
 import pytest
 
 from tvdb_assets import runner
+from tvdb_assets.cli import main
 from tvdb_assets.definitions import build_defs
 from tvdb_assets.lib import services
 from tvdb_assets_tests.conftest import Project
@@ -308,3 +310,24 @@ def test_hybrid_falls_back_without_a_call_when_real_cannot_be_used(
         rows = conn.execute("SELECT DISTINCT model, fallback FROM embeddings").fetchall()
     assert rows == [("mock-feature-hash", True)]
     assert ledger(project) == (0, 0, 0.0)
+
+
+def test_search_embeds_the_query_with_the_model_the_documents_used(
+    project, instance, openai_env, fake_openai, tmp_path, capsys
+):
+    source = tmp_path / "kb"
+    source.mkdir()
+    (source / "bees.md").write_text("# Bees\n\nA hive holds one queen and many workers.\n")
+    (source / "ships.md").write_text("# Ships\n\nClipper ships carried tea across oceans.\n")
+    ingest(openai_env, instance, source, embedder_config("real"))
+    capsys.readouterr()
+
+    assert (
+        main(["search", "A hive holds one queen and many workers.", "--embedder-mode", "real"]) == 0
+    )
+    hits = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+    assert hits[0]["document"] == "kb/bees.md" and hits[0]["score"] > 0.99  # same text, same model
+    assert fake_openai.successful_requests[-1].inputs == (
+        "A hive holds one queen and many workers.",
+    )

@@ -6,8 +6,19 @@ from tvdb_assets.lib.store.vectors import SearchHit, nearest
 
 
 def search(query: str, k: int = 5, embedder: Embedder | None = None) -> list[SearchHit]:
-    """The k chunks closest to `query`, best first, among vectors of the embedder's model."""
+    """The k chunks closest to `query`, best first, among vectors of one model.
+
+    The query is embedded by the same embedder as the documents (mock unless given); when a
+    hybrid embedder cannot reach its service, its fallback embeds the query and the search
+    runs over the fallback's vectors, never a mix of the two.
+    """
     embedder = embedder or MockEmbedder()
-    vector = embedder.embed([query])[0]
+    result = embedder.embed_texts([query])
+    if not result.embedded and embedder.fallback is not None:
+        embedder = embedder.fallback
+        result = embedder.embed_texts([query])
+    if not result.embedded:
+        reason = next(iter({**result.rejected, **result.missing}.values()), "no vector")
+        raise RuntimeError(f"cannot embed the query: {reason}")
     with store.connect() as conn:
-        return nearest(conn, vector, embedder.model, embedder.dims, k)
+        return nearest(conn, result.vectors[0], embedder.model, embedder.dims, k)

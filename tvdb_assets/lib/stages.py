@@ -143,17 +143,19 @@ def chunk_batch(settings: ChunkSettings, documents: Sequence[DocumentRow]) -> li
     return list(workers.map_in_order(partial(_chunk_one, settings), documents, len(documents)))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class EmbedReport:
-    chunks: int  # chunks that got a (new) vector
-    from_cache: int  # of which the vector came from embedding_cache
-    embedded_texts: int  # distinct texts the embedder returned vectors for
-    tokens: int  # tokens of those texts
-    calls: int  # requests the embedder made
-    per_partition: dict[str, int]
-    fallbacks: dict[str, int]  # hybrid: chunks per partition given the fallback's vector
-    rejected: list[tuple[PendingChunk, str]]  # the service refused the text: no vector
-    unembedded: list[tuple[PendingChunk, str]]  # the call failed and nothing fell back
+    """What `embed_batch` did, added up slice by slice."""
+
+    chunks: int = 0  # chunks that got a (new) vector
+    from_cache: int = 0  # of which the vector came from embedding_cache
+    embedded_texts: int = 0  # distinct texts the embedder returned vectors for
+    tokens: int = 0  # tokens of those texts
+    calls: int = 0  # requests the embedder made
+    per_partition: dict[str, int] = field(default_factory=dict)
+    fallbacks: dict[str, int] = field(default_factory=dict)  # hybrid: fallback vectors
+    rejected: list[tuple[PendingChunk, str]] = field(default_factory=list)  # refused: no vector
+    unembedded: list[tuple[PendingChunk, str]] = field(default_factory=list)  # failed, no fallback
 
 
 # Distinct texts embedded, cached and written at a time: bounds memory (2,048 vectors of
@@ -178,45 +180,26 @@ def embed_batch(
     for c in pending:
         by_text.setdefault(c.text_sha256, []).append(c)
     hashes = list(by_text)
-    report = _Tally(calls_before=embedder.calls)
-    fallback = embedder.fallback
-    with (
-        vectors.index_maintenance(conn, model, dims, len(pending)),
-        vectors.index_maintenance(
-            conn, fallback.model if fallback else model, dims, len(pending) if fallback else 0
-        ),
-    ):
+    report = EmbedReport()
+    calls_before = embedder.calls
+    with vectors.index_maintenance(conn, model, dims, len(pending)):
         for at in range(0, len(hashes), EMBED_SLICE):
-            _embed_slice(conn, embedder, {h: by_text[h] for h in hashes[at : at + EMBED_SLICE]},
-                         report)  # fmt: skip
-    return report.result(embedder.calls)
-
-
-@dataclass
-class _Tally:
-    calls_before: int
-    chunks: int = 0
-    from_cache: int = 0
-    embedded_texts: int = 0
-    tokens: int = 0
-    per_partition: dict[str, int] = field(default_factory=dict)
-    fallbacks: dict[str, int] = field(default_factory=dict)
-    rejected: list[tuple[PendingChunk, str]] = field(default_factory=list)
-    unembedded: list[tuple[PendingChunk, str]] = field(default_factory=list)
-
-    def result(self, calls_after: int) -> EmbedReport:
-        return EmbedReport(
-            self.chunks, self.from_cache, self.embedded_texts, self.tokens,
-            calls_after - self.calls_before, self.per_partition, self.fallbacks,
-            self.rejected, self.unembedded,
-        )  # fmt: skip
+            part = {h: by_text[h] for h in hashes[at : at + EMBED_SLICE]}
+            _embed_slice(conn, embedder, part, report)
+    report.calls = embedder.calls - calls_before
+    fallback = embedder.fallback
+    if fallback is not None and report.fallbacks:
+        # Fallback vectors are few and not known in advance: inserted one by one into an
+        # existing index, or counted towards building one.
+        vectors.build_index_when_due(conn, fallback.model, fallback.dims)
+    return report
 
 
 def _embed_slice(
     conn: psycopg.Connection,
     embedder: Embedder,
     by_text: dict[str, list[PendingChunk]],
-    tally: _Tally,
+    report: EmbedReport,
 ) -> None:
     model, dims = embedder.model, embedder.dims
     known = vectors.cached(conn, model, dims, by_text)
@@ -233,12 +216,12 @@ def _embed_slice(
             stand_in = embedder.fallback.embed([by_text[h][0].text for h in failed])
             substitutes = dict(zip(failed, stand_in, strict=True))
         for i, reason in result.rejected.items():
-            tally.rejected += [(c, reason) for c in by_text[missing[i]]]
+            report.rejected += [(c, reason) for c in by_text[missing[i]]]
         for i, reason in result.missing.items():
             if missing[i] not in substitutes:
-                tally.unembedded += [(c, reason) for c in by_text[missing[i]]]
-        tally.embedded_texts += len(fresh)
-        tally.tokens += sum(by_text[h][0].tokens for h in fresh)
+                report.unembedded += [(c, reason) for c in by_text[missing[i]]]
+        report.embedded_texts += len(fresh)
+        report.tokens += sum(by_text[h][0].tokens for h in fresh)
 
     rows, stand_ins = [], []
     for text_hash, chunks in by_text.items():
@@ -247,17 +230,17 @@ def _embed_slice(
             vector = known.get(text_hash)
         if vector is not None:
             rows += [(c.id, c.partition_key, vector) for c in chunks]
-            tally.from_cache += len(chunks) if text_hash in known else 0
-            counts = tally.per_partition
+            report.from_cache += len(chunks) if text_hash in known else 0
+            counts = report.per_partition
         elif text_hash in substitutes:
             stand_ins += [(c.id, c.partition_key, substitutes[text_hash]) for c in chunks]
-            counts = tally.fallbacks
+            counts = report.fallbacks
         else:
             continue
         for c in chunks:
             counts[c.partition_key] = counts.get(c.partition_key, 0) + 1
     vectors.write(conn, model, dims, rows)
-    tally.chunks += len(rows)
+    report.chunks += len(rows)
     if embedder.fallback is not None and stand_ins:
         fallback = embedder.fallback
         vectors.write(conn, fallback.model, fallback.dims, stand_ins, fallback=True)

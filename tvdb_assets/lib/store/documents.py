@@ -58,11 +58,6 @@ def load(conn: psycopg.Connection, partition_keys: Sequence[str]) -> Iterator[Do
             )
 
 
-def known_hashes(conn: psycopg.Connection) -> dict[str, str]:
-    """partition key -> sha256 of the content that was last parsed."""
-    return dict(conn.execute("SELECT partition_key, sha256 FROM documents").fetchall())
-
-
 def paths(conn: psycopg.Connection, partition_keys: Sequence[str]) -> dict[str, str]:
     rows = conn.execute(
         "SELECT partition_key, path FROM documents WHERE partition_key = ANY(%s)",

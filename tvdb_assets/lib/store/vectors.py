@@ -138,7 +138,17 @@ def index_maintenance(
     if rebuild:
         schema.drop_vector_index(conn, model, dims)
     yield
-    if rebuild or (indexable and not indexed and _count(conn, model, dims) >= hnsw_min_rows()):
+    if rebuild:
+        schema.create_vector_index(conn, model, dims)
+    elif indexable and not indexed:
+        build_index_when_due(conn, model, dims)
+
+
+def build_index_when_due(conn: psycopg.Connection, model: str, dims: int) -> None:
+    """Build the (model, dims) index once the model has `hnsw_min_rows()` vectors."""
+    if dims > schema.HNSW_MAX_DIMS or schema.has_vector_index(conn, model, dims):
+        return
+    if _count(conn, model, dims) >= hnsw_min_rows():
         schema.create_vector_index(conn, model, dims)
 
 

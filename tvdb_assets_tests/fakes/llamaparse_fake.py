@@ -27,7 +27,7 @@ from tvdb_assets_tests.fakes.documents import (
     extract_pages,
     select_pages,
 )
-from tvdb_assets_tests.fakes.faults import Fault, FaultPlan
+from tvdb_assets_tests.fakes.faults import Fault
 from tvdb_assets_tests.fakes.multipart import parse_form
 from tvdb_assets_tests.fakes.server import FakeServer, Request, Response
 
@@ -92,7 +92,6 @@ class FakeLlamaParse(FakeServer):
         self.api_key = api_key
         # Status polls a new job answers PENDING before finishing; read at upload time.
         self.pending_polls = pending_polls
-        self.faults = FaultPlan()
         self._lock = threading.Lock()
         self._jobs: dict[str, ParseJob] = {}
         self._records: list[HttpRecord] = []
@@ -161,15 +160,6 @@ class FakeLlamaParse(FakeServer):
         if route not in ROUTES:
             raise ValueError(f"route must be one of {ROUTES}, not {route!r}")
         self.faults.script(faults, route)
-
-    def outage(
-        self, status: int = 503, *, retry_after: float | None = None, message: str | None = None
-    ) -> None:
-        """Fail every request, on every route, with `status` until `recover()`."""
-        self.faults.outage(Fault(status=status, retry_after=retry_after, message=message))
-
-    def recover(self) -> None:
-        self.faults.recover()
 
     def fail_next_jobs(
         self, n: int = 1, error: str = "Injected job failure.", code: str = "INJECTED_FAILURE"

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from tvdb_assets.lib.tokens import count_tokens, get_encoding
-from tvdb_assets_tests.fakes.faults import Fault, FaultPlan
+from tvdb_assets_tests.fakes.faults import Fault
 from tvdb_assets_tests.fakes.server import FakeServer, Request, Response
 
 DEFAULT_API_KEY = "sk-fake-test-key"
@@ -129,7 +129,6 @@ class FakeOpenAI(FakeServer):
         self.rpm_limit = rpm_limit
         self.window_seconds = window_seconds
         self.models = dict(models)
-        self.faults = FaultPlan()
         self._lock = threading.Lock()
         self._records: list[EmbeddingRequest] = []
         self._window: deque[tuple[float, int]] = deque()  # (time, tokens) of successes
@@ -183,15 +182,6 @@ class FakeOpenAI(FakeServer):
     def script(self, faults: Iterable[Fault]) -> None:
         """Queue faults, one consumed per request before normal handling."""
         self.faults.script(faults)
-
-    def outage(
-        self, status: int = 503, *, retry_after: float | None = None, message: str | None = None
-    ) -> None:
-        """Fail every request with `status` until `recover()`."""
-        self.faults.outage(Fault(status=status, retry_after=retry_after, message=message))
-
-    def recover(self) -> None:
-        self.faults.recover()
 
     def reject_inputs_containing(self, substring: str) -> None:
         """Answer 400 to any request with an input containing `substring`."""

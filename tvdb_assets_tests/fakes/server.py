@@ -15,6 +15,8 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
+from tvdb_assets_tests.fakes.faults import Fault, FaultPlan
+
 HOST = "127.0.0.1"
 # Bounds: an idle keep-alive connection is dropped after this long, and a chunked body may
 # not have more chunks than this, so no handler thread can loop or block forever.
@@ -155,6 +157,7 @@ class FakeServer(ABC):
     """Run `handle` behind a loopback HTTP server; use as a context manager."""
 
     def __init__(self) -> None:
+        self.faults = FaultPlan()
         self._stopping = threading.Event()
         self._idle = threading.Condition()
         self._in_flight = 0
@@ -164,6 +167,15 @@ class FakeServer(ABC):
     @abstractmethod
     def handle(self, request: Request) -> Response | None:
         """Answer one request (called on a handler thread)."""
+
+    def outage(
+        self, status: int = 503, *, retry_after: float | None = None, message: str | None = None
+    ) -> None:
+        """Fail every request (on every route) with `status` until `recover()`."""
+        self.faults.outage(Fault(status=status, retry_after=retry_after, message=message))
+
+    def recover(self) -> None:
+        self.faults.recover()
 
     @property
     def port(self) -> int:

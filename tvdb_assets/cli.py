@@ -67,34 +67,41 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     dagster_env.prepare()
     taken = intake.take_in([Path(p) for p in args.paths])
-    if not taken.has_work:  # nothing new or changed: no run, no need to load Dagster at all
-        return _report(intake.summarize(taken, [], [], []))
+    if not taken.has_work:  # everything stored already: no run, no need to load Dagster at all
+        return _report(intake.summarize(taken, [], []))
     return _report(_run(args, taken))
 
 
 def _run(args: argparse.Namespace, taken: "intake.Intake") -> "intake.IngestSummary":
-    import dagster as dg
-
-    from tvdb_assets import runner
+    from tvdb_assets import dagster_env, runner
     from tvdb_assets.definitions import defs
 
     parser_mode, embedder_mode = _modes(args)
     run_config = {
-        # The progress bar and summary say what a user needs; warnings and errors still show.
-        "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+        # The progress bar and summary say what a user needs, failures included; the full
+        # run logs are in the Dagster UI.
+        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
         "resources": {
             "parser": {"config": {"mode": parser_mode}},
             "embedder": {"config": {"mode": embedder_mode}},
         },
     }
-    with dg.DagsterInstance.get() as instance:
-        return runner.run(taken, instance, defs, args.batch_size, _progress, run_config)
+    with dagster_env.instance() as instance:
+        return runner.run(
+            taken, instance, defs, args.batch_size, _progress, run_config, notice=_notice
+        )
+
+
+def _notice(message: str) -> None:
+    sys.stderr.write(f"\n{message}\n")
+    sys.stderr.flush()
 
 
 def _report(summary: "intake.IngestSummary") -> int:
     rate = summary.ingested / summary.seconds if summary.seconds else 0.0
+    resumed = f"{summary.resumed} unfinished before, " if summary.resumed else ""
     print(
-        f"{summary.files} files: {summary.new} new, {summary.changed} changed, "
+        f"{summary.files} files: {summary.new} new, {summary.changed} changed, {resumed}"
         f"{summary.unchanged} unchanged; {summary.ingested} ingested into {summary.chunks} "
         f"chunks ({summary.tokens} tokens) in {summary.seconds:.1f} s ({rate:.1f} docs/s), "
         f"{len(summary.runs)} run(s)"
@@ -103,7 +110,19 @@ def _report(summary: "intake.IngestSummary") -> int:
         print(f"failed: {error.path}: {error.reason}")
     for run_id in summary.failed_runs:
         print(f"run failed: {run_id} (see the Dagster UI or `dagster run` logs)")
-    return 1 if summary.errors or summary.failed_runs else 0
+    if summary.unfinished:
+        print(
+            f"not ingested: {len(summary.unfinished)} document(s); "
+            "run `tvdb ingest` again to finish them"
+        )
+        for path in summary.unfinished[:20]:
+            print(f"  {path}")
+        if len(summary.unfinished) > 20:
+            print(f"  ... and {len(summary.unfinished) - 20} more")
+    if summary.interrupted:
+        print("interrupted")
+        return 130
+    return 1 if summary.errors or summary.failed_runs or summary.unfinished else 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -8,9 +8,15 @@ per-document partitions cheap (README "Performance").
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tvdb_assets.lib import database, settings
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 INSTANCE_TEMPLATE = Path(__file__).with_name("dagster.yaml")
 
@@ -38,5 +44,35 @@ def prepare() -> Path:
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
     if not (home / "dagster.yaml").exists():
-        shutil.copyfile(INSTANCE_TEMPLATE, home / "dagster.yaml")
+        # Written aside and renamed: a concurrent process never reads half a file.
+        partial = home / f".dagster.yaml.{os.getpid()}"
+        shutil.copyfile(INSTANCE_TEMPLATE, partial)
+        partial.replace(home / "dagster.yaml")
+    _ensure_dagster_storage(storage_url)
     return home
+
+
+def _ensure_dagster_storage(storage_url: str) -> None:
+    """Create Dagster's tables once, even when several processes start on a new database.
+
+    Dagster creates its schema when an instance first opens the storage, with no lock of
+    its own: two processes doing that at once fail with duplicate-table errors.
+    """
+    if database.has_table(storage_url, "runs"):
+        return
+    with database.advisory_lock(storage_url, "tvdb_assets.dagster_storage"):
+        if database.has_table(storage_url, "runs"):
+            return
+        import dagster as dg
+
+        with dg.DagsterInstance.get():
+            pass
+
+
+@contextmanager
+def instance() -> "Iterator[dg.DagsterInstance]":
+    """The Dagster instance the UI shows, on the environment `prepare` exported."""
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as opened:
+        yield opened

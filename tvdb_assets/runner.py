@@ -1,19 +1,37 @@
 """`tvdb ingest`: materialize what the intake found, in batches, through Dagster.
 
 Runs go through the same Dagster instance the UI shows (in this process), one run per
-contiguous range of partition keys, exactly as the sensor would request them.
+contiguous range of partition keys, exactly as the sensor would request them. Each ingest
+claims the documents it runs; those another live process is working on it waits for, and
+takes over if that process dies. It stops when every document it was given is stored or
+has failed, or at Ctrl-C.
 """
 
-from collections.abc import Callable, Sequence
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+import psycopg
 
 from tvdb_assets.defs.partitions import DOCUMENTS, range_tags
-from tvdb_assets.lib import settings, sync
+from tvdb_assets.defs.runs import fail_orphaned_runs, in_flight_keys
+from tvdb_assets.lib import database, settings, store, sync
 from tvdb_assets.lib.intake import IngestSummary, Intake, summarize, take_in
+from tvdb_assets.lib.store import claims
 
 Progress = Callable[[int, int], None]
+Notice = Callable[[str], None]
+
+OWNER_TAG = "tvdb/owner"
+PARTITIONS_LOCK = "SELECT pg_advisory_xact_lock(hashtext('tvdb_assets.partitions'))"
+
+
+class Interrupted(Exception):
+    """Ctrl-C (SIGINT) arrived; the run in progress, if any, was marked failed."""
 
 
 def ingest(
@@ -34,35 +52,169 @@ def run(
     batch_size: int | None = None,
     progress: Progress | None = None,
     run_config: dict | None = None,
+    notice: Notice | None = None,
+    poll_seconds: float = 1.0,
 ) -> IngestSummary:
-    plan = sync.plan_partitions(
-        instance.get_dynamic_partitions(DOCUMENTS),
-        intake.changes,
-        batch_size or settings.batch_size(),
-    )
-    for key in plan.retire_keys + plan.move_keys:
-        instance.delete_dynamic_partition(DOCUMENTS, key)
-    if plan.move_keys or plan.new_keys:
-        instance.add_dynamic_partitions(DOCUMENTS, plan.move_keys + plan.new_keys)
-
-    job = defs.resolve_job_def("ingest")
-    total = sum(len(b) for b in plan.batches)
-    done = 0
     runs: list[str] = []
     failed_runs: list[str] = []
-    keys: list[str] = []
-    if progress and total:
-        progress(0, total)
-    for batch in plan.batches:
-        result = job.execute_in_process(
-            run_config=run_config, instance=instance, tags=range_tags(batch), raise_on_error=False
-        )
-        runs.append(result.run_id)
-        if result.success:
-            keys.extend(batch)
-        else:
-            failed_runs.append(result.run_id)
-        done += len(batch)
-        if progress:
-            progress(done, total)
-    return summarize(intake, runs, failed_runs, keys)
+    with _owner() as owner, store.connect() as conn:
+        fail_orphaned_runs(instance, conn)
+        _retire(instance, conn, intake.changes.removed)
+        batch = Batches(instance, defs, conn, owner, run_config, batch_size)
+        try:
+            batch.finish([f.partition_key for f in intake.wanted], progress, notice, poll_seconds)
+        except (Interrupted, KeyboardInterrupt):
+            return summarize(intake, batch.runs, batch.failed_runs, interrupted=True)
+        runs, failed_runs = batch.runs, batch.failed_runs
+    return summarize(intake, runs, failed_runs)
+
+
+@contextmanager
+def _owner() -> Iterator[claims.Owner]:
+    """This process as a claim owner, on a connection of its own for the advisory lock."""
+    owner = claims.Owner(psycopg.connect(database.database_url(), autocommit=True))
+    try:
+        yield owner
+    finally:
+        owner.close()
+
+
+def _retire(
+    instance: dg.DagsterInstance, conn: psycopg.Connection, removed: list[sync.InboxFile]
+) -> None:
+    if not removed:
+        return
+    plan = sync.plan_partitions(instance.get_dynamic_partitions(DOCUMENTS), [], 1, removed)
+    with conn.transaction():
+        conn.execute(PARTITIONS_LOCK)
+        for key in plan.retire_keys:
+            instance.delete_dynamic_partition(DOCUMENTS, key)
+
+
+class Batches:
+    """Claims, lays out and runs batches until every wanted document is settled."""
+
+    def __init__(
+        self,
+        instance: dg.DagsterInstance,
+        defs: dg.Definitions,
+        conn: psycopg.Connection,
+        owner: claims.Owner,
+        run_config: dict | None,
+        batch_size: int | None,
+    ) -> None:
+        self.instance = instance
+        self.job = defs.resolve_job_def("ingest")
+        self.conn = conn
+        self.owner = owner
+        self.run_config = run_config
+        self.batch_size = batch_size or settings.batch_size()
+        self.runs: list[str] = []
+        self.failed_runs: list[str] = []
+
+    def finish(
+        self,
+        wanted: list[str],
+        progress: Progress | None,
+        notice: Notice | None,
+        poll_seconds: float,
+    ) -> None:
+        tried: set[str] = set()
+        waiting_said = False
+        total = len(wanted)
+        while True:
+            left = [k for k in wanted if k not in tried]
+            taken = sync.take(self.conn, left, in_flight_keys(self.instance), self.owner.number)
+            settled_elsewhere = len(left) - len(taken.mine) - len(taken.elsewhere)
+            if progress and total:
+                progress(len(tried) + settled_elsewhere, total)
+            if taken.mine:
+                for keys in self._lay_out(taken.mine):
+                    self._run(keys)
+                    tried.update(keys)
+                    if progress:
+                        progress(len(tried) + settled_elsewhere, total)
+                continue
+            if not taken.elsewhere:
+                return
+            if notice and not waiting_said:
+                notice(
+                    f"waiting for {len(taken.elsewhere)} document(s) that another ingest "
+                    "or a sensor run is working on"
+                )
+                waiting_said = True
+            time.sleep(poll_seconds)
+
+    def _lay_out(self, files: list[sync.InboxFile]) -> list[list[str]]:
+        """Give the claimed documents one contiguous stretch of partition keys."""
+        with self.conn.transaction():
+            self.conn.execute(PARTITIONS_LOCK)
+            plan = sync.plan_partitions(
+                self.instance.get_dynamic_partitions(DOCUMENTS), files, self.batch_size
+            )
+            for key in plan.move_keys:
+                self.instance.delete_dynamic_partition(DOCUMENTS, key)
+            if plan.move_keys or plan.new_keys:
+                self.instance.add_dynamic_partitions(DOCUMENTS, plan.move_keys + plan.new_keys)
+        return plan.batches
+
+    def _run(self, keys: list[str]) -> None:
+        run_id = str(uuid.uuid4())
+        with self.conn.transaction():
+            claims.own_run(self.conn, self.owner.number, run_id)
+        self.runs.append(run_id)
+        try:
+            with _sigint_seen() as seen:
+                result = self.job.execute_in_process(
+                    run_config=self.run_config,
+                    instance=self.instance,
+                    tags={**range_tags(keys), OWNER_TAG: str(self.owner.number)},
+                    run_id=run_id,
+                    raise_on_error=False,
+                )
+                interrupted = seen()
+            if not result.success:
+                self.failed_runs.append(run_id)
+            if interrupted:
+                raise Interrupted(run_id)
+        finally:
+            with self.conn.transaction():
+                claims.disown_runs(self.conn, [run_id])
+                claims.release(self.conn, self.owner.number, keys)
+
+
+@contextmanager
+def _sigint_seen() -> Iterator[Callable[[], bool]]:
+    """Whether SIGINT arrived, even while Dagster had its own handler installed.
+
+    Dagster captures Ctrl-C during a run, fails the run, and returns normally; Python's
+    wake-up fd still receives the signal's number, whichever handler ran.
+    """
+    import socket
+
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+    try:
+        previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    except ValueError:  # not the main thread: Dagster cannot capture signals there either
+        yield lambda: False
+        reader.close()
+        writer.close()
+        return
+    seen: list[bool] = []
+
+    def check() -> bool:
+        if not seen:
+            try:
+                seen.append(bytes([signal.SIGINT]) in reader.recv(4096))
+            except BlockingIOError:
+                return False
+        return any(seen)
+
+    try:
+        yield check
+    finally:
+        signal.set_wakeup_fd(previous)
+        reader.close()
+        writer.close()

@@ -1,6 +1,8 @@
 """The inbox sensor: new and changed uploads become batch runs, deleted ones retire."""
 
 import hashlib
+import json
+from dataclasses import dataclass
 
 import dagster as dg
 
@@ -8,27 +10,32 @@ from tvdb_assets.defs.assets.indexing import chunks, embeddings
 from tvdb_assets.defs.assets.ingestion import parsed_documents
 from tvdb_assets.defs.partitions import DOCUMENTS, documents_partitions, range_tags
 from tvdb_assets.defs.resources import PostgresResource, UploadsResource
+from tvdb_assets.defs.runs import INGEST_JOB, fail_orphaned_runs, in_flight_keys
 from tvdb_assets.lib import settings, sync
 
 ingest_job = dg.define_asset_job(
-    "ingest",
+    INGEST_JOB,
     selection=[parsed_documents, chunks, embeddings],
     description="Parse, chunk and embed a batch of documents (a range of partition keys).",
 )
 
 
-def batch_run_requests(plan: sync.PartitionPlan, changes: sync.InboxChanges) -> list[dg.RunRequest]:
-    """One run per batch; the run key names the content, so a retried tick never runs twice."""
-    shas = {f.partition_key: f.sha256 for f in changes.to_ingest}
+def batch_run_requests(
+    plan: sync.PartitionPlan, files: list[sync.InboxFile], generation: int
+) -> list[dg.RunRequest]:
+    """One run per batch. The run key names the content and the tick, so a retried tick
+    never runs a batch twice, while a later tick may run again what a dead run left undone."""
+    shas = {f.partition_key: f.sha256 for f in files}
     requests = []
     for batch in plan.batches:
         digest = hashlib.sha256(
             "\n".join(f"{k}:{shas.get(k, '')}" for k in batch).encode()
         ).hexdigest()[:24]
+        run_key = f"ingest-{digest}-{generation}"
         if len(batch) == 1:
-            requests.append(dg.RunRequest(run_key=f"ingest-{digest}", partition_key=batch[0]))
+            requests.append(dg.RunRequest(run_key=run_key, partition_key=batch[0]))
         else:
-            requests.append(dg.RunRequest(run_key=f"ingest-{digest}", tags=range_tags(batch)))
+            requests.append(dg.RunRequest(run_key=run_key, tags=range_tags(batch)))
     return requests
 
 
@@ -52,6 +59,27 @@ def apply_partition_plan(
     return requests
 
 
+@dataclass(frozen=True)
+class InboxCursor:
+    """`listing`: the inbox fingerprint once all of it was stored (then an idle tick costs
+    one directory scan); None while documents are unfinished, so every tick looks again.
+    `generation` counts the ticks that requested runs."""
+
+    listing: str | None = None
+    generation: int = 0
+
+    @classmethod
+    def parse(cls, cursor: str | None) -> "InboxCursor":
+        try:
+            data = json.loads(cursor or "{}")
+            return cls(data.get("listing"), int(data.get("generation", 0)))
+        except (ValueError, TypeError, AttributeError):
+            return cls()  # a cursor of an older version: look at the whole inbox again
+
+    def dump(self) -> str:
+        return json.dumps({"listing": self.listing, "generation": self.generation})
+
+
 @dg.sensor(
     job=ingest_job,
     minimum_interval_seconds=10,
@@ -64,27 +92,41 @@ def inbox_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     """Watches the inbox: adds a partition per new file and requests runs in batches.
 
-    The cursor is a digest of the inbox listing, so an idle tick costs one directory scan;
-    only files whose size or mtime moved are hashed, and content hashes decide what changed.
+    It compares the inbox with what is stored, so documents that a crashed run or a killed
+    `tvdb ingest` left undone are requested again; documents in a queued or running run, or
+    claimed by a live `tvdb ingest`, are left to it. Only files whose size or mtime moved
+    are hashed.
     """
     uploads = upload_store.client()
     listing = list(uploads.list())
     mark = sync.fingerprint(listing)
-    if context.cursor == mark:
-        return dg.SkipReason(f"inbox unchanged ({len(listing)} files)")
+    cursor = InboxCursor.parse(context.cursor)
+    if cursor.listing == mark:
+        return dg.SkipReason(f"inbox unchanged and stored ({len(listing)} files)")
+    instance = context.instance
     with database.connect() as conn:
+        orphans = fail_orphaned_runs(instance, conn)
         changes = sync.refresh(conn, uploads, listing)
-    if not (changes.to_ingest or changes.removed):
-        return dg.SensorResult(cursor=mark, skip_reason="no new or changed content")
-    existing = context.instance.get_dynamic_partitions(DOCUMENTS)
-    plan = sync.plan_partitions(existing, changes, settings.batch_size())
-    partition_requests = apply_partition_plan(context.instance, plan)
+        unfinished = [f.partition_key for f in changes.unfinished]
+        taken = sync.take(conn, unfinished, in_flight_keys(instance) if unfinished else ())
+    if orphans:
+        context.log.warning(f"marked {len(orphans)} run(s) of dead processes failed")
+    if not (taken.mine or changes.removed):
+        settled = InboxCursor(None if taken.elsewhere else mark, cursor.generation)
+        why = f"{len(taken.elsewhere)} document(s) in flight" if taken.elsewhere else "all stored"
+        return dg.SensorResult(cursor=settled.dump(), skip_reason=why)
+    existing = instance.get_dynamic_partitions(DOCUMENTS)
+    plan = sync.plan_partitions(existing, taken.mine, settings.batch_size(), changes.removed)
+    partition_requests = apply_partition_plan(instance, plan)
+    resumed = len(changes.resumed)
     context.log.info(
-        f"{len(changes.added)} new, {len(changes.changed)} changed, {len(changes.removed)} "
-        f"removed: {len(plan.batches)} run(s)"
+        f"{len(changes.added)} new, {len(changes.changed)} changed, {resumed} unfinished, "
+        f"{len(changes.removed)} removed: {len(plan.batches)} run(s)"
     )
+    generation = cursor.generation + 1
     return dg.SensorResult(
-        run_requests=batch_run_requests(plan, changes),
+        run_requests=batch_run_requests(plan, taken.mine, generation),
         dynamic_partitions_requests=partition_requests,
-        cursor=mark,
+        # Not settled until the runs are done: the next tick looks again.
+        cursor=InboxCursor(None, generation).dump(),
     )

@@ -5,10 +5,13 @@ schedule storage (database `dagster`).
 """
 
 import contextlib
+import json
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from functools import cache
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -37,8 +40,43 @@ def _embedded_server_uri() -> str:
     pgdata = settings.home_dir() / "pgdata"
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     logging.getLogger("pgserver").setLevel(logging.WARNING)
+    _forget_dead_users(pgdata)
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
     return str(server.get_uri("postgres"))
+
+
+def _forget_dead_users(pgdata: Path) -> None:
+    """Drop processes that no longer exist from pgserver's list of the server's users.
+
+    pgserver stops the server when its last user exits, but a killed process never takes
+    itself off the list, so the server would outlive everyone. The last process to exit
+    after this one stops it again.
+    """
+    # pgserver 0.1.4 keeps the list in this file and guards it with this class-wide lock;
+    # tests/test_recovery.py fails if either moves.
+    from pgserver.postgres_server import PostgresServer
+
+    handles = pgdata / ".handle_pids.json"
+    if not handles.exists():
+        return
+    with PostgresServer._lock:
+        try:
+            pids = json.loads(handles.read_text())
+        except (OSError, ValueError):
+            return
+        alive = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
+        if alive != pids:
+            handles.write_text(json.dumps(alive))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def with_database(url: str, database: str, scheme: str | None = None) -> str:
@@ -79,7 +117,28 @@ def ensure_database(url: str) -> None:
     with psycopg.connect(admin, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if not exists:
-            # Another process may create it between the check and here.
-            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+            # Another process may create it between the check and here: Postgres then
+            # says DuplicateDatabase, or UniqueViolation when both were creating it at once.
+            with contextlib.suppress(
+                psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation
+            ):
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
             log.info("created database %s", name)
+
+
+def has_table(url: str, table: str) -> bool:
+    with psycopg.connect(with_database(url, _name(url), scheme="postgresql")) as conn:
+        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+    return bool(row and row[0])
+
+
+@contextlib.contextmanager
+def advisory_lock(url: str, name: str) -> Iterator[None]:
+    """A session advisory lock on the database `url` names, held for the block."""
+    with psycopg.connect(with_database(url, _name(url), scheme="postgresql")) as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (name,))
+        yield
+
+
+def _name(url: str) -> str:
+    return urlsplit(url).path.lstrip("/")

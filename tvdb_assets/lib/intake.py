@@ -12,8 +12,9 @@ from pathlib import Path
 from tvdb_assets.lib import settings, store, sync
 from tvdb_assets.lib.ids import partition_key_for
 from tvdb_assets.lib.store import chunks as chunk_store
-from tvdb_assets.lib.store import dead_letters
+from tvdb_assets.lib.store import claims, dead_letters, registry
 from tvdb_assets.lib.store.dead_letters import IngestError
+from tvdb_assets.lib.store.registry import InboxFile
 from tvdb_assets.lib.uploads import LocalInbox
 
 
@@ -22,6 +23,7 @@ class IngestSummary:
     files: int = 0
     new: int = 0
     changed: int = 0
+    resumed: int = 0  # unfinished content an earlier ingest or run left undone
     unchanged: int = 0
     ingested: int = 0
     chunks: int = 0
@@ -29,6 +31,8 @@ class IngestSummary:
     runs: list[str] = field(default_factory=list)
     failed_runs: list[str] = field(default_factory=list)
     errors: list[IngestError] = field(default_factory=list)
+    unfinished: list[str] = field(default_factory=list)  # paths not stored when we stopped
+    interrupted: bool = False
     seconds: float = 0.0
 
 
@@ -72,11 +76,17 @@ class Intake:
 
     ours: set[str]
     changes: sync.InboxChanges
+    orphaned_runs: list[str]
     started: float
 
     @property
+    def wanted(self) -> list[InboxFile]:
+        """Our files whose content is not stored yet."""
+        return [f for f in self.changes.unfinished if f.path in self.ours]
+
+    @property
     def has_work(self) -> bool:
-        return bool(self.changes.to_ingest or self.changes.removed)
+        return bool(self.wanted or self.changes.removed or self.orphaned_runs)
 
 
 def take_in(sources: Sequence[Path]) -> Intake:
@@ -87,24 +97,35 @@ def take_in(sources: Sequence[Path]) -> Intake:
     uploads = LocalInbox(inbox)
     with store.connect() as conn:
         changes = sync.refresh(conn, uploads, list(uploads.list()))
-    return Intake(ours, changes, started)
+        orphans = claims.orphaned_runs(conn)
+    return Intake(ours, changes, orphans, started)
 
 
 def summarize(
-    intake: Intake, runs: list[str], failed_runs: list[str], ingested_keys: list[str]
+    intake: Intake, runs: list[str], failed_runs: list[str], interrupted: bool = False
 ) -> IngestSummary:
+    """What became of our files, read back from what is stored."""
     ours, changes = intake.ours, intake.changes
-    summary = IngestSummary(files=len(ours), runs=runs, failed_runs=failed_runs)
+    summary = IngestSummary(
+        files=len(ours), runs=runs, failed_runs=failed_runs, interrupted=interrupted
+    )
+    fresh = {f.path for f in changes.added + changes.changed}
     summary.new = sum(1 for f in changes.added if f.path in ours)
     summary.changed = sum(1 for f in changes.changed if f.path in ours)
-    summary.unchanged = summary.files - summary.new - summary.changed
+    summary.resumed = sum(1 for f in intake.wanted if f.path not in fresh)
+    summary.unchanged = summary.files - summary.new - summary.changed - summary.resumed
+    asked = [f.partition_key for f in intake.wanted]
     with store.connect() as conn:
         # Every source document still failing is reported, not only those run just now.
         summary.errors = dead_letters.open_errors(conn, [partition_key_for(p) for p in ours])
-        totals = chunk_store.counts(conn, ingested_keys)
+        left = registry.unfinished(conn, asked)
+        totals = chunk_store.counts(conn, asked)
     failed = {e.partition_key for e in summary.errors}
-    summary.ingested = sum(1 for key in ingested_keys if key not in failed)
-    summary.chunks = sum(n for n, _ in totals.values())
-    summary.tokens = sum(t for _, t in totals.values())
+    undone = {f.partition_key for f in left}
+    summary.unfinished = [f.path for f in left]
+    summary.ingested = sum(1 for key in asked if key not in failed and key not in undone)
+    done = [k for k in asked if k not in undone]
+    summary.chunks = sum(totals.get(k, (0, 0))[0] for k in done)
+    summary.tokens = sum(totals.get(k, (0, 0))[1] for k in done)
     summary.seconds = time.perf_counter() - intake.started
     return summary

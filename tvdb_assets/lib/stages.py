@@ -23,6 +23,7 @@ from tvdb_assets.lib.models import ParsedDocument
 from tvdb_assets.lib.parsing import Parser
 from tvdb_assets.lib.store import parse_cache, vectors
 from tvdb_assets.lib.store.chunks import ChunkRow
+from tvdb_assets.lib.store.connection import lock_partitions
 from tvdb_assets.lib.store.dead_letters import IngestError
 from tvdb_assets.lib.store.documents import DocumentRow
 from tvdb_assets.lib.store.registry import InboxFile
@@ -47,7 +48,11 @@ def _parse_one(
         data = uploads.read(file.path)
     except OSError as exc:
         error = IngestError(
-            file.partition_key, file.path, "read", f"cannot read upload ({exc.strerror})"
+            file.partition_key,
+            file.path,
+            "read",
+            f"cannot read upload ({exc.strerror})",
+            file.sha256,
         )
         return ParseOutcome(file, None, error, time.perf_counter() - started)
     # The hash of the bytes actually parsed: the upload may have changed since it was listed.
@@ -175,6 +180,7 @@ def embed_batch(
     The caller holds the transaction, so a failure leaves the previous vectors in place.
     """
     model, dims = embedder.model, embedder.dims
+    lock_partitions(conn, partition_keys)
     pending = vectors.pending_chunks(conn, partition_keys, model, dims)
     by_text: dict[str, list[PendingChunk]] = {}
     for c in pending:

@@ -5,30 +5,42 @@ changed is ingested, and bulk work goes as runs over contiguous ranges of partit
 """
 
 import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 
 import psycopg
 
 from tvdb_assets.lib.ids import partition_key_for
-from tvdb_assets.lib.store import registry
+from tvdb_assets.lib.store import claims, registry
 from tvdb_assets.lib.store.registry import InboxFile
 from tvdb_assets.lib.uploads import UploadInfo, UploadStore
+
+INBOX_LOCK = "SELECT pg_advisory_xact_lock(hashtext('tvdb_assets.inbox'))"
 
 
 @dataclass
 class InboxChanges:
+    """The inbox against the registry (what it held last time) and against what is stored."""
+
     added: list[InboxFile] = field(default_factory=list)
     changed: list[InboxFile] = field(default_factory=list)
     touched: list[InboxFile] = field(default_factory=list)  # new mtime, same content
     removed: list[InboxFile] = field(default_factory=list)
+    # Content not (yet) stored: new, changed, and whatever an interrupted run left undone.
+    unfinished: list[InboxFile] = field(default_factory=list)
 
     @property
     def to_ingest(self) -> list[InboxFile]:
-        return self.added + self.changed
+        return self.unfinished
+
+    @property
+    def resumed(self) -> list[InboxFile]:
+        """Unfinished content that was already in the inbox as it is now."""
+        fresh = {f.partition_key for f in self.added + self.changed}
+        return [f for f in self.unfinished if f.partition_key not in fresh]
 
     def __bool__(self) -> bool:
-        return bool(self.added or self.changed or self.touched or self.removed)
+        return bool(self.added or self.changed or self.touched or self.removed or self.unfinished)
 
 
 def fingerprint(listing: Sequence[UploadInfo]) -> str:
@@ -49,15 +61,13 @@ def diff(
         if old and (old.bytes, old.mtime_ns) == (info.bytes, info.mtime_ns):
             continue
         sha = uploads.sha256(info.path)
-        seen = InboxFile(
-            partition_key_for(info.path), info.path, info.bytes, info.mtime_ns, sha, sha
-        )
+        seen = InboxFile(partition_key_for(info.path), info.path, info.bytes, info.mtime_ns, sha)
         if old is None:
             changes.added.append(seen)
         elif old.sha256 != sha:
             changes.changed.append(seen)
         else:
-            changes.touched.append(replace(seen, requested_sha256=old.requested_sha256))
+            changes.touched.append(seen)
     listed = {info.path for info in listing}
     changes.removed = [f for path, f in known.items() if path not in listed]
     return changes
@@ -68,15 +78,50 @@ def refresh(
 ) -> InboxChanges:
     """Diff the listing against the registry, store what was seen and retire what is gone.
 
-    One locked transaction, so the sensor and `tvdb ingest` never both claim a change.
+    What is unfinished is read from the stored rows, never from a marker of what was once
+    requested: after any crash, the unfinished documents are exactly those left undone.
     """
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('tvdb_assets.inbox'))")
+        conn.execute(INBOX_LOCK)
         changes = diff(uploads, listing, registry.load_all(conn))
         registry.upsert(conn, changes.added + changes.changed + changes.touched)
         if changes.removed:
             registry.retire(conn, [f.partition_key for f in changes.removed])
+        changes.unfinished = registry.unfinished(conn)
     return changes
+
+
+@dataclass
+class Take:
+    """Of the documents asked for and still unfinished: ours to run, and those to wait for."""
+
+    mine: list[InboxFile] = field(default_factory=list)
+    elsewhere: list[InboxFile] = field(default_factory=list)
+
+
+def take(
+    conn: psycopg.Connection,
+    wanted: Collection[str],
+    running: Collection[str],
+    owner: int | None = None,
+) -> Take:
+    """Claim for `owner` the unfinished documents among `wanted` that nobody is working on.
+
+    `running` are the keys of runs in flight (queued or started); documents a live process
+    has claimed are busy too. Under the inbox lock, so two takers never get the same one.
+    Without an owner (the sensor) nothing is claimed: its runs are seen as in flight.
+    """
+    with conn.transaction():
+        conn.execute(INBOX_LOCK)
+        unfinished = registry.unfinished(conn, list(wanted))
+        busy = set(claims.busy_elsewhere(conn, owner)) | set(running)
+        taken = Take(
+            mine=[f for f in unfinished if f.partition_key not in busy],
+            elsewhere=[f for f in unfinished if f.partition_key in busy],
+        )
+        if owner is not None:
+            claims.claim(conn, owner, taken.mine)
+    return taken
 
 
 @dataclass(frozen=True)
@@ -91,26 +136,28 @@ class PartitionPlan:
 
 def plan_partitions(
     existing_keys: Sequence[str],
-    changes: InboxChanges,
+    to_ingest: Sequence[InboxFile],
     batch_size: int,
+    removed: Sequence[InboxFile] = (),
 ) -> PartitionPlan:
     """Lay out keys so that every document to ingest sits in one contiguous stretch.
 
-    New documents are appended at the end of the key order. Changed documents that are not
-    already a contiguous stretch at the end are re-registered there, so one range run (or a
-    few, by batch size) covers them instead of one run per document.
+    Documents without a partition are appended at the end of the key order. Those with one
+    that are not already a contiguous stretch at the end are re-registered there, so one
+    range run (or a few, by batch size) covers them instead of one run per document.
+    The partitions of `removed` uploads retire.
     """
     if batch_size < 1:
         raise ValueError("batch size must be at least 1")
-    removed = {f.partition_key for f in changes.removed}
-    present = set(existing_keys) - removed
-    new_keys = [f.partition_key for f in changes.added if f.partition_key not in present]
-    changed = {f.partition_key for f in changes.to_ingest} - set(new_keys)
+    gone = {f.partition_key for f in removed}
+    present = set(existing_keys) - gone
+    new_keys = [f.partition_key for f in to_ingest if f.partition_key not in present]
+    changed = {f.partition_key for f in to_ingest} - set(new_keys)
 
-    order = [k for k in existing_keys if k not in removed]
+    order = [k for k in existing_keys if k not in gone]
     tail = order[len(order) - len(changed) :] if changed else []
     move = sorted(changed) if set(tail) != changed else []
     stretch = (move or tail) + new_keys
     batches = [stretch[i : i + batch_size] for i in range(0, len(stretch), batch_size)]
-    retire = [k for k in existing_keys if k in removed]
+    retire = [k for k in existing_keys if k in gone]
     return PartitionPlan(retire, move, new_keys, batches)

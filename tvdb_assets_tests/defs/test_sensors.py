@@ -48,16 +48,49 @@ def test_new_files_become_partitions_and_batch_runs(project: Project, instance, 
     assert second.partition_key == keys[2]
     assert instance.get_dynamic_partitions(DOCUMENTS) == keys
 
-    idle = tick(instance, result.cursor)
-    assert idle.run_requests == [] and idle.skip_message
+    launch(instance, result)
+    settled = tick(instance, result.cursor)  # the runs stored everything
+    assert settled.run_requests == [] and settled.skip_message == "all stored"
+    idle = tick(instance, settled.cursor)
+    assert idle.run_requests == [] and "inbox unchanged" in (idle.skip_message or "")
+
+
+def launch(instance: dg.DagsterInstance, result) -> None:
+    """What the daemon does with the tick's run requests, in this process."""
+    for run in result.run_requests:
+        tags = dict(run.tags)
+        if run.partition_key:
+            tags["dagster/partition"] = run.partition_key
+        defs.resolve_job_def("ingest").execute_in_process(instance=instance, tags=tags)
+
+
+def test_documents_a_dead_run_left_undone_are_requested_again(project: Project, instance):
+    for path in ["a.md", "b.md"]:
+        project.write(path, f"# {path}\n\nText of {path}.\n")
+    first = tick(instance, None)
+    (request,) = first.run_requests
+    # The daemon launched the run; while it is in flight, ticks leave its documents alone.
+    run = instance.create_run_for_job(
+        defs.resolve_job_def("ingest"), tags=request.tags, status=dg.DagsterRunStatus.NOT_STARTED
+    )
+    waiting = tick(instance, first.cursor)
+    assert waiting.run_requests == [] and waiting.skip_message == "2 document(s) in flight"
+
+    # Its worker died before storing anything: the run fails, the documents are still due.
+    instance.report_run_failed(run)
+    again = tick(instance, waiting.cursor)
+    (retry,) = again.run_requests
+    assert retry.tags == request.tags and retry.run_key != request.run_key
+    launch(instance, again)
+    assert project.scalar("SELECT count(*) FROM documents WHERE indexed_at IS NOT NULL") == 2
+    assert tick(instance, again.cursor).skip_message == "all stored"
 
 
 def test_changed_files_rerun_and_deleted_files_retire(project: Project, instance):
     for path in ["a.md", "b.md", "c.md"]:
         project.write(path, f"# {path}\n\nText of {path}.\n")
     first = tick(instance, None)
-    for run in first.run_requests:
-        defs.resolve_job_def("ingest").execute_in_process(instance=instance, tags=run.tags)
+    launch(instance, first)
     assert project.scalar("SELECT count(*) FROM documents") == 3
 
     project.write("a.md", "# a.md\n\nNew text of a.\n")

@@ -68,6 +68,7 @@ def chunks(
             rows = [row for doc_rows in per_doc for row in doc_rows]
             with conn.transaction():
                 added, removed = chunk_store.replace(conn, [d.partition_key for d in docs], rows)
+                documents.mark_chunked(conn, docs)
 
         for doc, doc_rows in zip(docs, per_doc, strict=True):
             tokens = [r.tokens for r in doc_rows]
@@ -125,6 +126,8 @@ def embeddings(
                 failed = {e.partition_key for e in errors}
                 dead_letters.resolve(conn, [k for k in keys if k not in failed], ("embed",))
                 dead_letters.record(conn, errors)
+                # Done, with their vectors or with the reason some are missing.
+                documents.mark_indexed(conn, keys)
             totals = chunk_store.counts(conn, keys)
             circuit = save_circuit(conn, client)
 

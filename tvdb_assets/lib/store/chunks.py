@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import psycopg
 
+from tvdb_assets.lib.store.connection import lock_partitions
+
 
 @dataclass(frozen=True, slots=True)
 class ChunkRow:
@@ -32,6 +34,7 @@ def replace(
     chunks that are gone are deleted (their embeddings cascade) and only new ones inserted.
     """
     keys = list(partition_keys)
+    lock_partitions(conn, keys)
     removed = conn.execute(
         "DELETE FROM chunks WHERE partition_key = ANY(%s) AND NOT (id = ANY(%s))",
         (keys, [r.id for r in rows]),

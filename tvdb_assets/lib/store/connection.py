@@ -1,6 +1,6 @@
 """Connections to the pipeline's database, with the schema migrated and pgvector registered."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import psycopg
@@ -23,3 +23,17 @@ def connect(url: str | None = None) -> Iterator[psycopg.Connection]:
         register_vector(conn)
         conn.commit()
         yield conn
+
+
+def lock_partitions(conn: psycopg.Connection, partition_keys: Sequence[str]) -> None:
+    """Hold these documents until the caller's transaction ends.
+
+    Two runs may write the same documents (a UI launch beside a sensor run): each replaces
+    a document's rows after the other instead of both inserting. Sorted, so two batches
+    that share documents wait for each other and never deadlock.
+    """
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
+        "FROM unnest(%s::text[]) AS k ORDER BY k",
+        (sorted(set(partition_keys)),),
+    )

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import psycopg
 
+from tvdb_assets.lib.store.connection import lock_partitions
+
 
 @dataclass(frozen=True, slots=True)
 class DocumentRow:
@@ -29,6 +31,7 @@ def replace(conn: psycopg.Connection, rows: Sequence[DocumentRow], run_id: str |
     """Replace these partitions' rows with one DELETE and one COPY (caller holds the tx)."""
     if not rows:
         return
+    lock_partitions(conn, [r.partition_key for r in rows])
     conn.execute(
         "DELETE FROM documents WHERE partition_key = ANY(%s)", ([r.partition_key for r in rows],)
     )
@@ -41,6 +44,32 @@ def replace(conn: psycopg.Connection, rows: Sequence[DocumentRow], run_id: str |
                 (r.partition_key, r.path, r.sha256, r.bytes, r.mime, r.parser, r.pages,
                  list(r.page_starts), r.markdown, r.fallback, run_id)
             )  # fmt: skip
+
+
+def mark_chunked(conn: psycopg.Connection, documents: Sequence[DocumentRow]) -> None:
+    """These documents' chunks were cut from these rows; their vectors are still to come.
+
+    A document parsed anew meanwhile has another hash, so it stays unfinished.
+    """
+    with conn.cursor() as cur:
+        cur.executemany(
+            "UPDATE documents SET chunked_sha256 = sha256, indexed_at = NULL "
+            "WHERE partition_key = %s AND sha256 = %s",
+            [(d.partition_key, d.sha256) for d in documents],
+        )
+
+
+def mark_indexed(conn: psycopg.Connection, partition_keys: Sequence[str]) -> None:
+    """Every chunk of these documents has its vector, or a recorded reason it has none.
+
+    Called in the transaction that wrote the vectors; only chunks of the current content
+    count.
+    """
+    conn.execute(
+        "UPDATE documents SET indexed_at = now() "
+        "WHERE partition_key = ANY(%s) AND chunked_sha256 = sha256",
+        (list(partition_keys),),
+    )
 
 
 def load(conn: psycopg.Connection, partition_keys: Sequence[str]) -> Iterator[DocumentRow]:

@@ -13,10 +13,9 @@ class InboxFile:
     bytes: int
     mtime_ns: int
     sha256: str
-    requested_sha256: str | None = None
 
 
-_COLUMNS = "partition_key, path, bytes, mtime_ns, sha256, requested_sha256"
+_COLUMNS = "partition_key, path, bytes, mtime_ns, sha256"
 
 
 def load_all(conn: psycopg.Connection) -> dict[str, InboxFile]:
@@ -33,25 +32,46 @@ def load(conn: psycopg.Connection, partition_keys: Sequence[str]) -> dict[str, I
     return {row[0]: InboxFile(*row) for row in rows}
 
 
+def unfinished(
+    conn: psycopg.Connection, partition_keys: Sequence[str] | None = None
+) -> list[InboxFile]:
+    """Uploads whose current content is not stored, in path order.
+
+    Content is stored when its document row carries the upload's hash, chunked and marked
+    indexed by the last asset, or when it failed: an open ingest error for that hash.
+    """
+    query = f"""SELECT {_COLUMNS} FROM inbox_files i
+                 WHERE NOT EXISTS (SELECT 1 FROM documents d
+                                    WHERE d.partition_key = i.partition_key
+                                      AND d.sha256 = i.sha256
+                                      AND d.chunked_sha256 = i.sha256
+                                      AND d.indexed_at IS NOT NULL)
+                   AND NOT EXISTS (SELECT 1 FROM ingest_errors e
+                                    WHERE e.partition_key = i.partition_key
+                                      AND e.sha256 = i.sha256 AND e.resolved_at IS NULL)"""
+    params: tuple[object, ...] = ()
+    if partition_keys is not None:
+        query += " AND i.partition_key = ANY(%s)"
+        params = (list(partition_keys),)
+    rows = conn.execute(query + " ORDER BY i.path", params).fetchall()
+    return [InboxFile(*row) for row in rows]
+
+
 def upsert(conn: psycopg.Connection, files: Iterable[InboxFile]) -> None:
     with conn.cursor() as cur:
         cur.executemany(
-            f"""INSERT INTO inbox_files ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)
+            f"""INSERT INTO inbox_files ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s)
                 ON CONFLICT (partition_key) DO UPDATE SET
                     path = excluded.path, bytes = excluded.bytes, mtime_ns = excluded.mtime_ns,
-                    sha256 = excluded.sha256, requested_sha256 = excluded.requested_sha256,
-                    seen_at = now()""",
-            [
-                (f.partition_key, f.path, f.bytes, f.mtime_ns, f.sha256, f.requested_sha256)
-                for f in files
-            ],
+                    sha256 = excluded.sha256, seen_at = now()""",
+            [(f.partition_key, f.path, f.bytes, f.mtime_ns, f.sha256) for f in files],
         )
 
 
 def retire(conn: psycopg.Connection, partition_keys: Sequence[str]) -> None:
     """Forget deleted uploads and every row derived from them (embeddings cascade)."""
     keys = list(partition_keys)
-    for table in ("chunks", "documents", "inbox_files"):
+    for table in ("chunks", "documents", "inbox_files", "claims"):
         conn.execute(f"DELETE FROM {table} WHERE partition_key = ANY(%s)", (keys,))
     conn.execute(
         "UPDATE ingest_errors SET resolved_at = now() "

@@ -12,7 +12,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         """
         CREATE EXTENSION IF NOT EXISTS vector;
 
-        -- What the inbox held when last looked at, and the content a run was asked for.
+        -- What the inbox held when last looked at.
         CREATE TABLE inbox_files (
             partition_key    text PRIMARY KEY,
             path             text NOT NULL UNIQUE,
@@ -132,6 +132,41 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             consecutive_failures integer NOT NULL,
             retry_in_seconds     real NOT NULL DEFAULT 0,
             updated_at           timestamptz NOT NULL DEFAULT now()
+        );
+        """,
+    ),
+    (
+        3,
+        """
+        -- A document is ingested when its row has the inbox file's hash, its chunks were
+        -- cut from that content (chunked_sha256 = sha256) and the last asset set
+        -- indexed_at in the transaction that wrote their vectors. A new parse writes a new
+        -- row, so both start empty again.
+        ALTER TABLE documents ADD COLUMN chunked_sha256 text;
+        ALTER TABLE documents ADD COLUMN indexed_at timestamptz;
+        UPDATE documents d SET chunked_sha256 = sha256, indexed_at = parsed_at
+         WHERE EXISTS (SELECT 1 FROM chunks c WHERE c.partition_key = d.partition_key)
+           AND NOT EXISTS (SELECT 1 FROM chunks c LEFT JOIN embeddings e ON e.chunk_id = c.id
+                            WHERE c.partition_key = d.partition_key AND e.chunk_id IS NULL);
+        -- A marker of what was once asked for, which is not what was stored.
+        ALTER TABLE inbox_files DROP COLUMN requested_sha256;
+
+        -- Who is ingesting what right now. An owner is a process holding the session
+        -- advisory lock (OWNER_LOCK_CLASS, owner) for as long as it lives, so a claim of a
+        -- killed process, or of any process once the database restarted, is plainly dead.
+        CREATE TABLE claims (
+            partition_key text PRIMARY KEY,
+            sha256        text NOT NULL,
+            owner         integer NOT NULL,
+            claimed_at    timestamptz NOT NULL DEFAULT now()
+        );
+
+        -- Dagster runs an owner executes in its own process: a dead owner's runs are
+        -- orphans to mark failed, so they never hold a slot of the run queue.
+        CREATE TABLE owned_runs (
+            run_id     text PRIMARY KEY,
+            owner      integer NOT NULL,
+            started_at timestamptz NOT NULL DEFAULT now()
         );
         """,
     ),

@@ -1,0 +1,53 @@
+"""Ingest runs as Dagster stores them: which documents are in flight, and orphans to fail."""
+
+import dagster as dg
+import psycopg
+
+from tvdb_assets.defs.partitions import DOCUMENTS, RANGE_END_TAG, RANGE_START_TAG
+from tvdb_assets.lib.store import claims
+
+INGEST_JOB = "ingest"
+PARTITION_TAG = "dagster/partition"
+
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def in_flight_keys(instance: dg.DagsterInstance) -> set[str]:
+    """The documents of ingest runs that are queued or running, whoever launched them."""
+    runs = instance.get_runs(dg.RunsFilter(job_name=INGEST_JOB, statuses=IN_FLIGHT))
+    if not runs:
+        return set()
+    order = list(instance.get_dynamic_partitions(DOCUMENTS))
+    position = {key: i for i, key in enumerate(order)}
+    keys: set[str] = set()
+    for run in runs:
+        tags = run.tags
+        if PARTITION_TAG in tags:
+            keys.add(tags[PARTITION_TAG])
+        elif tags.get(RANGE_START_TAG) in position and tags.get(RANGE_END_TAG) in position:
+            first, last = position[tags[RANGE_START_TAG]], position[tags[RANGE_END_TAG]]
+            keys.update(order[first : last + 1])
+    return keys
+
+
+def fail_orphaned_runs(instance: dg.DagsterInstance, conn: psycopg.Connection) -> list[str]:
+    """Mark failed the runs whose owning process died, so no queue slot stays taken.
+
+    Runs that the daemon launched are watched by Dagster's run monitoring instead
+    (`run_monitoring` in dagster.yaml).
+    """
+    orphans = claims.orphaned_runs(conn)
+    for run_id in orphans:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.status in IN_FLIGHT:
+            instance.report_run_failed(
+                run, "The process running this ingest died before it finished."
+            )
+    with conn.transaction():
+        claims.disown_runs(conn, orphans)
+    return orphans

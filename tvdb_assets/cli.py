@@ -1,13 +1,17 @@
 """`tvdb`: ingest documents, search them, and see the pipeline's state."""
 
 import argparse
+import io
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:  # the CLI imports its heavy parts only when a command needs them
     from tvdb_assets.lib import intake
@@ -15,13 +19,13 @@ if TYPE_CHECKING:  # the CLI imports its heavy parts only when a command needs t
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
 
 
-def _progress(done: int, total: int) -> None:
+def _progress(done: int, total: int, terminal: TextIO) -> None:
     width = 30
     filled = width * done // total if total else width
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} documents")
+    terminal.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} documents")
     if done >= total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
+        terminal.write("\n")
+    terminal.flush()
 
 
 def _modes(args: argparse.Namespace) -> tuple[str, str]:
@@ -73,6 +77,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, taken: "intake.Intake") -> "intake.IngestSummary":
+    import warnings
+
+    import dagster as dg
+
+    # `backfill_policy` is beta in Dagster 1.13; we rely on it knowingly, users need not hear.
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
     from tvdb_assets import dagster_env, runner
     from tvdb_assets.definitions import defs
 
@@ -86,15 +96,28 @@ def _run(args: argparse.Namespace, taken: "intake.Intake") -> "intake.IngestSumm
             "embedder": {"config": {"mode": embedder_mode}},
         },
     }
-    with dagster_env.instance() as instance:
+    terminal = sys.stderr
+
+    def progress(done: int, total: int) -> None:
+        _progress(done, total, terminal)
+
+    def notice(message: str) -> None:
+        terminal.write(f"\n{message}\n")
+        terminal.flush()
+
+    # Dagster writes some failures (such as an event it could not store, with its SQL and
+    # parameters) straight to stderr: they belong in the log file, not on the terminal.
+    with dagster_env.instance() as instance, redirect_stderr(_LogStream()):
         return runner.run(
-            taken, instance, defs, args.batch_size, _progress, run_config, notice=_notice
+            taken, instance, defs, args.batch_size, progress, run_config, notice=notice
         )
 
 
-def _notice(message: str) -> None:
-    sys.stderr.write(f"\n{message}\n")
-    sys.stderr.flush()
+class _LogStream(io.TextIOBase):
+    def write(self, text: str) -> int:
+        if text.strip():
+            logging.getLogger("tvdb_assets.stderr").warning(text.rstrip())
+        return len(text)
 
 
 def _report(summary: "intake.IngestSummary") -> int:
@@ -229,9 +252,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def _log_to_file() -> Iterator[Path]:
+    """Library log records (retries, cancelled queries, lost connections) go to a file.
+
+    The terminal gets the progress bar, the summary and one line per problem.
+    """
+    from tvdb_assets.lib import settings
+
+    path = settings.home_dir() / "logs" / "tvdb.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    )
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield path
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    if args.command == "dev":
+        return int(args.func(args))
+    with _log_to_file() as log:
+        try:
+            return int(args.func(args))
+        except Exception as exc:
+            from tvdb_assets.lib import database, errors
+
+            if not errors.is_lost_database(exc):
+                raise
+            logging.getLogger("tvdb_assets.cli").error("database lost", exc_info=exc)
+            lost = exc if isinstance(exc, errors.DatabaseLost) else None
+            message = str(lost or errors.DatabaseLost(database.location()))
+            sys.stderr.write("\n")  # end the progress bar's line
+            print(f"{message}; re-run `tvdb {args.command}` to resume (details in {log})")
+            return 3
 
 
 if __name__ == "__main__":

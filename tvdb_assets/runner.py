@@ -7,6 +7,7 @@ takes over if that process dies. It stops when every document it was given is st
 has failed, or at Ctrl-C.
 """
 
+import contextlib
 import signal
 import time
 import uuid
@@ -19,7 +20,7 @@ import psycopg
 
 from tvdb_assets.defs.partitions import DOCUMENTS, range_tags
 from tvdb_assets.defs.runs import fail_orphaned_runs, in_flight_keys
-from tvdb_assets.lib import database, settings, store, sync
+from tvdb_assets.lib import database, errors, settings, store, sync
 from tvdb_assets.lib.intake import IngestSummary, Intake, summarize, take_in
 from tvdb_assets.lib.store import claims
 
@@ -57,7 +58,8 @@ def run(
 ) -> IngestSummary:
     runs: list[str] = []
     failed_runs: list[str] = []
-    with _owner() as owner, store.connect() as conn:
+    # Autocommit: a claim or an owned run must be visible to others as soon as it is made.
+    with _owner() as owner, store.connect(autocommit=True) as conn:
         fail_orphaned_runs(instance, conn)
         _retire(instance, conn, intake.changes.removed)
         batch = Batches(instance, defs, conn, owner, run_config, batch_size)
@@ -122,18 +124,24 @@ class Batches:
         tried: set[str] = set()
         waiting_said = False
         total = len(wanted)
+        shown = -1
+
+        def show(done: int) -> None:
+            nonlocal shown
+            if progress and total and done != shown:
+                progress(done, total)
+                shown = done
+
         while True:
             left = [k for k in wanted if k not in tried]
             taken = sync.take(self.conn, left, in_flight_keys(self.instance), self.owner.number)
             settled_elsewhere = len(left) - len(taken.mine) - len(taken.elsewhere)
-            if progress and total:
-                progress(len(tried) + settled_elsewhere, total)
+            show(len(tried) + settled_elsewhere)
             if taken.mine:
                 for keys in self._lay_out(taken.mine):
                     self._run(keys)
                     tried.update(keys)
-                    if progress:
-                        progress(len(tried) + settled_elsewhere, total)
+                    show(len(tried) + settled_elsewhere)
                 continue
             if not taken.elsewhere:
                 return
@@ -177,8 +185,13 @@ class Batches:
                 self.failed_runs.append(run_id)
             if interrupted:
                 raise Interrupted(run_id)
+        except Exception as exc:
+            if errors.is_lost_database(exc) and not isinstance(exc, errors.DatabaseLost):
+                raise errors.DatabaseLost(database.location(), run_id) from exc
+            raise
         finally:
-            with self.conn.transaction():
+            # With the database gone, the claims went with the owner's lock already.
+            with contextlib.suppress(psycopg.OperationalError), self.conn.transaction():
                 claims.disown_runs(self.conn, [run_id])
                 claims.release(self.conn, self.owner.number, keys)
 

@@ -97,6 +97,15 @@ def database_url() -> str:
     return url
 
 
+def location(url: str | None = None) -> str:
+    """Where a database is, for messages: host (or socket directory), port and name only."""
+    parts = urlsplit(url or os.environ.get("TVDB_DATABASE_URL") or "")
+    query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+    host = parts.hostname or query.get("host") or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{host}{port}/{parts.path.lstrip('/')}"
+
+
 def dagster_storage_url() -> str:
     """Dagster's storage: TVDB_DAGSTER_PG_URL, else database `dagster` on the same server.
 

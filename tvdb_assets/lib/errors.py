@@ -52,3 +52,43 @@ class CircuitOpenError(ServiceError):
 
 class BudgetExceeded(TvdbError):
     """A billable call would cross the daily spend or hourly request budget; it was not made."""
+
+
+class DatabaseLost(TvdbError):
+    """The database went away (stopped, restarted, unreachable) in the middle of work.
+
+    Nothing is recorded as done before it is committed, so running the command again
+    resumes where this one stopped.
+    """
+
+    def __init__(self, location: str, run_id: str | None = None) -> None:
+        during = f" during run {run_id}" if run_id else ""
+        super().__init__(f"the database at {location} went away{during}")
+        self.location = location
+        self.run_id = run_id
+
+
+# Connection-level failures, by the driver that raised them: psycopg 3 (our tables),
+# psycopg2 behind SQLAlchemy (Dagster's storage). Matched by name, so neither is imported.
+_LOST = {
+    ("psycopg", "OperationalError"),
+    ("psycopg2", "OperationalError"),
+    ("sqlalchemy", "OperationalError"),
+    ("psycopg", "InterfaceError"),
+    ("psycopg2", "InterfaceError"),
+}
+
+
+def is_lost_database(exc: BaseException) -> bool:
+    """Whether `exc`, or an exception it came from, says the connection to Postgres broke."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DatabaseLost):
+            return True
+        package = type(current).__module__.split(".")[0]
+        if (package, type(current).__name__) in _LOST:
+            return True
+        current = current.__cause__ or current.__context__
+    return False

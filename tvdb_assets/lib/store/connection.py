@@ -13,10 +13,14 @@ _migrated: set[str] = set()
 
 
 @contextmanager
-def connect(url: str | None = None) -> Iterator[psycopg.Connection]:
-    """A connection to the pipeline's database; the schema is migrated once per process."""
+def connect(url: str | None = None, autocommit: bool = False) -> Iterator[psycopg.Connection]:
+    """A connection to the pipeline's database; the schema is migrated once per process.
+
+    With `autocommit`, each `conn.transaction()` block commits on its own; without it, the
+    whole connection is one transaction, committed when the block ends.
+    """
     url = url or database.database_url()
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(url, autocommit=autocommit) as conn:
         if url not in _migrated:
             migrate(conn)
             _migrated.add(url)

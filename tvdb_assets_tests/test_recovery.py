@@ -1,0 +1,229 @@
+"""Nothing lost: a `tvdb ingest` killed or interrupted anywhere is finished by the next one.
+
+Each case stops a real `tvdb ingest` process at a point held by a Postgres lock, kills or
+interrupts it there, and runs the same command again. The rows must then be exactly those
+of a clean ingest of the same files: same documents, chunks and vectors, nothing twice,
+nothing orphaned, and no run left STARTED in Dagster's storage.
+"""
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+
+from tvdb_assets import dagster_env
+from tvdb_assets.lib import database
+from tvdb_assets_tests import recovery
+from tvdb_assets_tests.conftest import Project, _create
+from tvdb_assets_tests.recovery import STOP_POINTS
+
+DOCUMENTS = 30
+BATCH = "10"  # three runs, so a kill lands in the middle of an ingest
+FOLDERS = {"tides": DOCUMENTS, "waves": 10, "currents": 10}
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("src")
+    return {name: recovery.write_corpus(root / name, n, name) for name, n in FOLDERS.items()}
+
+
+@pytest.fixture(scope="module")
+def corpus(sources: dict[str, Path]) -> Path:
+    return sources["tides"]
+
+
+@pytest.fixture(scope="module")
+def clean_rows(
+    pg_root: str,
+    templates: tuple[str, str],
+    sources: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> str:
+    """A database holding one clean, uninterrupted `tvdb ingest` of every source folder."""
+    home = tmp_path_factory.mktemp("reference")
+    pipeline = _create(pg_root, "tvdb_reference", templates[0])
+    storage = database.with_database(
+        _create(pg_root, "dagster_reference", templates[1]),
+        "dagster_reference",
+        scheme="postgresql+psycopg2",
+    )
+    env = {
+        **os.environ,
+        **dagster_env.PERFORMANCE_ENV,
+        "TVDB_DATABASE_URL": pipeline,
+        "TVDB_DAGSTER_PG_URL": storage,
+        "DAGSTER_HOME": str(home / "dagster_home"),
+        "TVDB_UPLOADS_DIR": str(home / "inbox"),
+        "TVDB_HOME": str(home / "tvdb"),
+        "TVDB_WORKERS": "1",
+        "TVDB_BATCH_SIZE": BATCH,
+    }
+    clean = recovery.run(["ingest", *map(str, sources.values())], home / "logs", env)
+    assert clean.process.returncode == 0, clean.stdout + clean.stderr
+    return pipeline
+
+
+def reference_for(clean_rows: str, *folders: str) -> dict[str, list[tuple]]:
+    rows = recovery.snapshot(clean_rows, [f"{f}-" for f in folders])
+    assert len(rows["documents"]) == sum(FOLDERS[f] for f in folders)
+    assert all(indexed for *_, indexed in rows["documents"])
+    assert len(rows["embeddings"]) == len(rows["chunks"]) > len(rows["documents"])
+    return rows
+
+
+@pytest.fixture(scope="module")
+def reference(clean_rows: str) -> dict[str, list[tuple]]:
+    """The rows of a clean ingest of the corpus (the `tides` folder)."""
+    return reference_for(clean_rows, "tides")
+
+
+@pytest.fixture
+def batches(project: Project, monkeypatch: pytest.MonkeyPatch) -> Project:
+    monkeypatch.setenv("TVDB_BATCH_SIZE", BATCH)
+    return project
+
+
+def runs_by_status(project: Project) -> dict[str, int]:
+    with dg.DagsterInstance.get() as instance:
+        statuses = [run.status.value for run in instance.get_runs()]
+    return {status: statuses.count(status) for status in set(statuses)}
+
+
+IN_FLIGHT = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED"}
+
+
+def assert_converged(project: Project, reference: dict[str, list[tuple]]) -> None:
+    assert recovery.snapshot(project.database_url) == reference
+    assert recovery.orphans(project.database_url) == {"chunks": 0, "documents": 0}
+    assert not IN_FLIGHT & set(runs_by_status(project)), runs_by_status(project)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", list(STOP_POINTS))
+def test_sigkill_anywhere_then_the_same_command_finishes_the_job(
+    batches: Project, corpus: Path, reference, tmp_path: Path, point: str
+):
+    project = batches
+    table = STOP_POINTS[point]
+    with recovery.held(project.database_url, table):
+        child = recovery.start(["ingest", str(corpus)], tmp_path / "logs")
+        recovery.wait_until_blocked(project.database_url, table, child)
+        child.signal(signal.SIGKILL)
+        child.wait()
+    assert runs_by_status(project) == {"STARTED": 1}  # what Dagster stored of the dead run
+
+    again = recovery.run(["ingest", str(corpus)], tmp_path / "logs")
+
+    assert again.process.returncode == 0, again.stdout + again.stderr
+    assert f"0 new, 0 changed, {DOCUMENTS} unfinished before" in again.stdout
+    assert f"{DOCUMENTS} ingested" in again.stdout
+    assert_converged(project, reference)
+    assert runs_by_status(project) == {"FAILURE": 1, "SUCCESS": 3}
+
+    unchanged = recovery.run(["ingest", str(corpus)], tmp_path / "logs")
+    assert unchanged.process.returncode == 0
+    assert f"{DOCUMENTS} unchanged" in unchanged.stdout and "0 run(s)" in unchanged.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_after_failing_the_run_and_says_what_is_left(
+    batches: Project, corpus: Path, reference, tmp_path: Path
+):
+    project = batches
+    table = STOP_POINTS["between assets"]
+    with recovery.held(project.database_url, table):
+        child = recovery.start(["ingest", str(corpus)], tmp_path / "logs")
+        recovery.wait_until_blocked(project.database_url, table, child)
+        child.signal(signal.SIGINT)
+        code = child.wait(timeout=60)
+
+    assert code == 130, child.stdout + child.stderr
+    assert "interrupted" in child.stdout
+    assert f"not ingested: {DOCUMENTS} document(s)" in child.stdout
+    assert "Traceback" not in child.stderr + child.stdout
+    assert runs_by_status(project) == {"FAILURE": 1}  # the run it was in, and no other
+
+    again = recovery.run(["ingest", str(corpus)], tmp_path / "logs")
+    assert again.process.returncode == 0, again.stdout + again.stderr
+    assert_converged(project, reference)
+
+
+@pytest.fixture
+def embedded(project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A brand-new TVDB_HOME with no database named: `tvdb` starts the embedded server."""
+    home = tmp_path / "tvdb_home"
+    for name in ("TVDB_DATABASE_URL", "TVDB_DAGSTER_PG_URL", "DAGSTER_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TVDB_HOME", str(home))
+    monkeypatch.setenv("TVDB_BATCH_SIZE", BATCH)
+    return home
+
+
+def embedded_runs(home: Path) -> dict[str, int]:
+    with psycopg.connect(recovery.embedded_url(home, "dagster")) as conn:
+        rows = conn.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall()
+    return dict(rows)
+
+
+@pytest.mark.slow
+def test_the_database_dying_mid_run_is_one_line_and_the_rerun_finishes(
+    embedded: Path, corpus: Path, reference, tmp_path: Path
+):
+    logs = tmp_path / "logs"
+    child = recovery.start(["ingest", str(corpus)], logs)
+    recovery.wait_for(lambda: recovery.embedded_server_pid(embedded), 120, "the server")
+    url = recovery.embedded_url(embedded)
+    recovery.wait_for(lambda: recovery.unfinished(url) == DOCUMENTS, 120, "the intake")
+    with recovery.held(url, "chunks"):
+        recovery.wait_until_blocked(url, "chunks", child)
+        postmaster = recovery.embedded_server_pid(embedded)
+        assert postmaster is not None
+        os.kill(postmaster, signal.SIGQUIT)  # Postgres' immediate shutdown: a crash
+        code = child.wait(timeout=120)
+
+    assert code != 0
+    (line,) = [line for line in child.stdout.splitlines() if "went away" in line]
+    assert line.startswith(f"the database at {embedded}/pgdata/tvdb went away during run ")
+    assert "re-run `tvdb ingest` to resume" in line
+    assert "Traceback" not in child.stdout + child.stderr
+    assert "INSERT" not in child.stdout + child.stderr  # no SQL, no parameters
+    assert "Paragraph" not in child.stdout + child.stderr  # no document text
+    assert "Traceback" in (embedded / "logs" / "tvdb.log").read_text()  # the detail is kept
+
+    again = recovery.run(["ingest", str(corpus)], logs)  # starts the server again
+    assert again.process.returncode == 0, again.stdout + again.stderr
+    assert recovery.embedded_server_pid(embedded) is None  # the last user stopped it
+    with recovery.embedded_server(embedded) as url:
+        assert recovery.snapshot(url) == reference
+        runs = embedded_runs(embedded)
+    assert not IN_FLIGHT & set(runs), runs
+    assert runs.get("FAILURE") == 1
+
+
+@pytest.mark.slow
+def test_a_killed_tvdb_does_not_leak_the_embedded_server(
+    embedded: Path, corpus: Path, tmp_path: Path
+):
+    logs = tmp_path / "logs"
+    child = recovery.start(["ingest", str(corpus)], logs)
+    handles = embedded / "pgdata" / ".handle_pids.json"
+    recovery.wait_for(
+        lambda: handles.exists() and child.process.pid in json.loads(handles.read_text()),
+        120,
+        "tvdb to become a user of the embedded server",
+    )
+    child.signal(signal.SIGKILL)
+    child.wait()
+    assert recovery.embedded_server_pid(embedded) is not None  # left running by the dead one
+
+    status = recovery.run(["status"], logs)
+
+    assert status.process.returncode == 0, status.stdout + status.stderr
+    recovery.wait_for(
+        lambda: recovery.embedded_server_pid(embedded) is None, 30, "the server to stop"
+    )

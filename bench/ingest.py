@@ -18,7 +18,8 @@ from tvdb_assets.lib import database
 
 TVDB = str(Path(sys.executable).with_name("tvdb"))
 _SUMMARY = re.compile(
-    r"(?P<files>\d+) files: (?P<new>\d+) new, (?P<changed>\d+) changed, (?P<unchanged>\d+) "
+    r"(?P<files>\d+) files: (?P<new>\d+) new, (?P<changed>\d+) changed, "
+    r"(?:(?P<unfinished>\d+) unfinished, )?(?P<unchanged>\d+) "
     r"unchanged; (?P<ingested>\d+) ingested into (?P<chunks>\d+) chunks \((?P<tokens>\d+) "
     r"tokens\) in (?P<seconds>[\d.]+) s .*?, (?P<runs>\d+) run\(s\)"
 )
@@ -38,7 +39,8 @@ def ingest(sources: list[Path], home: Path, name: str) -> Ingest:
     match = _SUMMARY.search(run.stdout)
     if match is None:
         raise RuntimeError(f"tvdb ingest printed no summary (exit {run.returncode}): {run.log}")
-    summary = {k: float(v) if k == "seconds" else int(v) for k, v in match.groupdict().items()}
+    found = match.groupdict(default="0")
+    summary = {k: float(v) if k == "seconds" else int(v) for k, v in found.items()}
     failed = sum(1 for line in run.stdout.splitlines() if line.startswith("failed: "))
     return Ingest(run, summary, failed)
 

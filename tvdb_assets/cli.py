@@ -122,7 +122,7 @@ class _LogStream(io.TextIOBase):
 
 def _report(summary: "intake.IngestSummary") -> int:
     rate = summary.ingested / summary.seconds if summary.seconds else 0.0
-    resumed = f"{summary.resumed} unfinished before, " if summary.resumed else ""
+    resumed = f"{summary.resumed} unfinished, " if summary.resumed else ""
     print(
         f"{summary.files} files: {summary.new} new, {summary.changed} changed, {resumed}"
         f"{summary.unchanged} unchanged; {summary.ingested} ingested into {summary.chunks} "

@@ -12,7 +12,7 @@ from pathlib import Path
 from tvdb_assets.lib import settings, store, sync
 from tvdb_assets.lib.ids import partition_key_for
 from tvdb_assets.lib.store import chunks as chunk_store
-from tvdb_assets.lib.store import claims, dead_letters, registry
+from tvdb_assets.lib.store import claims, dead_letters, documents, registry
 from tvdb_assets.lib.store.dead_letters import IngestError
 from tvdb_assets.lib.store.registry import InboxFile
 from tvdb_assets.lib.uploads import LocalInbox
@@ -23,7 +23,7 @@ class IngestSummary:
     files: int = 0
     new: int = 0
     changed: int = 0
-    resumed: int = 0  # unfinished content an earlier ingest or run left undone
+    resumed: int = 0  # parsed, but an earlier ingest or run stopped before its vectors
     unchanged: int = 0
     ingested: int = 0
     chunks: int = 0
@@ -77,6 +77,7 @@ class Intake:
     ours: set[str]
     changes: sync.InboxChanges
     orphaned_runs: list[str]
+    stored: dict[str, str]  # partition key -> hash of the stored document, for our files
     started: float
 
     @property
@@ -98,22 +99,29 @@ def take_in(sources: Sequence[Path]) -> Intake:
     with store.connect() as conn:
         changes = sync.refresh(conn, uploads, list(uploads.list()))
         orphans = claims.orphaned_runs(conn)
-    return Intake(ours, changes, orphans, started)
+        wanted = [f.partition_key for f in changes.unfinished if f.path in ours]
+        stored = documents.hashes(conn, wanted)
+    return Intake(ours, changes, orphans, stored, started)
 
 
 def summarize(
     intake: Intake, runs: list[str], failed_runs: list[str], interrupted: bool = False
 ) -> IngestSummary:
     """What became of our files, read back from what is stored."""
-    ours, changes = intake.ours, intake.changes
+    ours = intake.ours
     summary = IngestSummary(
         files=len(ours), runs=runs, failed_runs=failed_runs, interrupted=interrupted
     )
-    fresh = {f.path for f in changes.added + changes.changed}
-    summary.new = sum(1 for f in changes.added if f.path in ours)
-    summary.changed = sum(1 for f in changes.changed if f.path in ours)
-    summary.resumed = sum(1 for f in intake.wanted if f.path not in fresh)
-    summary.unchanged = summary.files - summary.new - summary.changed - summary.resumed
+    # Told against what was stored when we started, not against what the inbox held.
+    for f in intake.wanted:
+        stored = intake.stored.get(f.partition_key)
+        if stored is None:
+            summary.new += 1
+        elif stored != f.sha256:
+            summary.changed += 1
+        else:
+            summary.resumed += 1
+    summary.unchanged = summary.files - len(intake.wanted)
     asked = [f.partition_key for f in intake.wanted]
     with store.connect() as conn:
         # Every source document still failing is reported, not only those run just now.

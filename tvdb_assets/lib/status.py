@@ -3,7 +3,7 @@
 import pandas as pd
 
 from tvdb_assets.lib import store
-from tvdb_assets.lib.store import dead_letters, ledger
+from tvdb_assets.lib.store import claims, dead_letters, ledger, registry
 from tvdb_assets.lib.store.ledger import Budget
 
 TABLES = (
@@ -33,6 +33,17 @@ def open_errors() -> pd.DataFrame:
     return pd.DataFrame(
         [(e.at, e.path, e.stage, e.reason) for e in errors],
         columns=["at", "path", "stage", "reason"],
+    )
+
+
+def unfinished() -> pd.DataFrame:
+    """Uploads whose content is not stored yet, and whether a live process is on them."""
+    with store.connect() as conn:
+        files = registry.unfinished(conn)
+        busy = claims.busy_elsewhere(conn, None)
+    return pd.DataFrame(
+        [(f.path, "in progress" if f.partition_key in busy else "waiting") for f in files],
+        columns=["path", "state"],
     )
 
 
@@ -69,6 +80,14 @@ def render(budget: Budget) -> str:
     parts = [table_counts().to_string(index=False), spend_summary(budget).to_string(index=False)]
     health = service_health()
     parts.append(health.to_string(index=False) if len(health) else "no external calls yet")
+    pending = unfinished()
+    if pending.empty:
+        parts.append("every upload is ingested")
+    else:
+        parts.append(
+            f"not ingested yet ({len(pending)}; `tvdb ingest` or the sensor finishes them):\n"
+            f"{pending.head(50).to_string(index=False)}"
+        )
     errors = open_errors()
     if errors.empty:
         parts.append("no open ingest errors")

@@ -1,12 +1,14 @@
 """The inbox sensor, evaluated as the daemon would, with Dagster's test utilities."""
 
 import dagster as dg
+import psycopg
 
 from tvdb_assets.definitions import defs
 from tvdb_assets.defs.partitions import DOCUMENTS, RANGE_END_TAG, RANGE_START_TAG
 from tvdb_assets.defs.resources import PostgresResource, UploadsResource
 from tvdb_assets.defs.sensors import inbox_sensor
 from tvdb_assets.lib.ids import partition_key_for
+from tvdb_assets.lib.store import claims
 from tvdb_assets_tests.conftest import Project
 
 RESOURCES = {"upload_store": UploadsResource(), "database": PostgresResource()}
@@ -110,3 +112,28 @@ def test_changed_files_rerun_and_deleted_files_retire(project: Project, instance
     assert project.scalar("SELECT count(*) FROM documents WHERE partition_key = %s", c) == 0
     assert project.scalar("SELECT count(*) FROM chunks WHERE partition_key = %s", c) == 0
     assert project.scalar("SELECT count(*) FROM inbox_files") == 2
+
+
+def test_runs_of_a_dead_tvdb_ingest_are_failed_and_free_their_queue_slots(
+    project: Project, instance
+):
+    """A `tvdb ingest` killed mid-run leaves its run STARTED; the next tick fails it."""
+    project.write("a.md", "# a\n\nText.\n")
+    job = defs.resolve_job_def("ingest")
+    dead = [instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED) for _ in range(4)]
+    with psycopg.connect(project.database_url, autocommit=True) as conn:
+        # The owner lock is held by this connection only while it lives: one owner is alive.
+        alive = claims.Owner(psycopg.connect(project.database_url, autocommit=True))
+        for run in dead:
+            claims.own_run(conn, 4242, run.run_id)  # an owner no process holds any more
+        live_run = instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED)
+        claims.own_run(conn, alive.number, live_run.run_id)
+
+        result = tick(instance, None)
+
+        assert {instance.get_run_by_id(r.run_id).status for r in dead} == {  # type: ignore[union-attr]
+            dg.DagsterRunStatus.FAILURE
+        }
+        assert instance.get_run_by_id(live_run.run_id).status == dg.DagsterRunStatus.STARTED  # type: ignore[union-attr]
+        assert len(result.run_requests) == 1  # and the new upload is requested as usual
+        alive.close()

@@ -45,7 +45,7 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
     inbox = settings.uploads_dir()
     files = [
         (dest.relative_to(inbox).as_posix(), src)
-        for src, dest in inbox_targets([Path(p) for p in args.paths], inbox)
+        for src, dest in inbox_targets([Path(p) for p in args.paths], inbox).pairs
     ]
     embedder = EmbedderResource(credentials=OpenAICredentials())
     plan = estimate.Plan(
@@ -123,12 +123,15 @@ class _LogStream(io.TextIOBase):
 def _report(summary: "intake.IngestSummary") -> int:
     rate = summary.ingested / summary.seconds if summary.seconds else 0.0
     resumed = f"{summary.resumed} unfinished, " if summary.resumed else ""
+    skipped = f"; {len(summary.skipped)} skipped" if summary.skipped else ""
     print(
         f"{summary.files} files: {summary.new} new, {summary.changed} changed, {resumed}"
         f"{summary.unchanged} unchanged; {summary.ingested} ingested into {summary.chunks} "
         f"chunks ({summary.tokens} tokens) in {summary.seconds:.1f} s ({rate:.1f} docs/s), "
-        f"{len(summary.runs)} run(s)"
+        f"{len(summary.runs)} run(s){skipped}"
     )
+    for path, reason in summary.skipped:
+        print(f"skipped: {path}: {reason}")
     for error in summary.errors:
         print(f"failed: {error.path}: {error.reason}")
     for run_id in summary.failed_runs:

@@ -14,16 +14,38 @@ _DOTS = re.compile(r"\.{2,}")
 _DASHES = re.compile(r"-{2,}")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def path_bytes(path: str) -> bytes:
+    """The name as the file system holds it: bytes that are not UTF-8 come back as they were.
+
+    Python keeps such bytes in a `str` as lone surrogates (surrogate escapes).
+    """
+    return path.encode("utf-8", "surrogateescape")
+
+
+def shown_path(path: str) -> str:
+    """A path as a person should see it, and as Postgres can store it.
+
+    Bytes that are not UTF-8 show as `\\xe9`, control characters (a newline in a name) as
+    `\\n`; every other character is shown as it is.
+    """
+    text = path_bytes(path).decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 def partition_key_for(path: str) -> str:
     """A readable, valid and unique partition key for an upload's relative path.
 
-    The same path always gives the same key; the short hash keeps keys unique when two
-    paths fold to the same slug or a long name is cut.
+    The same path always gives the same key. The short hash is of the name's exact bytes,
+    so distinct files always get distinct keys, even when their names look alike (`café`
+    in NFC and NFD, `x\\y.md` beside `x/y.md`) or fold to the same slug.
     """
-    normalized = unicodedata.normalize("NFC", path.replace("\\", "/")).strip("/")
-    slug = _UNSAFE.sub("-", normalized.replace("/", "-")).lower()
+    readable = unicodedata.normalize("NFC", shown_path(path).replace("\\", "/")).strip("/")
+    slug = _UNSAFE.sub("-", readable.replace("/", "-")).lower()
     slug = _DASHES.sub("-", _DOTS.sub(".", slug)).strip(".-_")[:_MAX_SLUG].rstrip(".-_")
-    digest = hashlib.sha1(normalized.encode("utf-8")).hexdigest()[:10]
+    digest = hashlib.sha1(path_bytes(path)).hexdigest()[:10]
     return f"{slug or 'document'}-{digest}"
 
 

@@ -3,6 +3,7 @@
 Free of Dagster, so an ingest with nothing new to do finishes without loading it.
 """
 
+import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -10,12 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tvdb_assets.lib import settings, store, sync
-from tvdb_assets.lib.ids import partition_key_for
+from tvdb_assets.lib.ids import partition_key_for, shown_path
 from tvdb_assets.lib.store import chunks as chunk_store
 from tvdb_assets.lib.store import claims, dead_letters, documents, registry
 from tvdb_assets.lib.store.dead_letters import IngestError
 from tvdb_assets.lib.store.registry import InboxFile
 from tvdb_assets.lib.uploads import LocalInbox
+from tvdb_assets.lib.uploads.local import skipped_on_purpose
 
 
 @dataclass
@@ -32,34 +34,92 @@ class IngestSummary:
     failed_runs: list[str] = field(default_factory=list)
     errors: list[IngestError] = field(default_factory=list)
     unfinished: list[str] = field(default_factory=list)  # paths not stored when we stopped
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), not copied
     interrupted: bool = False
     seconds: float = 0.0
 
 
-def inbox_targets(sources: Sequence[Path], inbox: Path) -> list[tuple[Path, Path]]:
-    """(source file, inbox file) pairs: each source goes under a folder named after it."""
-    pairs: list[tuple[Path, Path]] = []
+@dataclass
+class Targets:
+    """What to copy into the inbox, and what is left out on purpose, with the reason."""
+
+    pairs: list[tuple[Path, Path]] = field(default_factory=list)  # (source file, inbox file)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (shown path, reason)
+
+
+def inbox_targets(sources: Sequence[Path], inbox: Path) -> Targets:
+    """Each source goes under a folder named after it; its files are read where they are.
+
+    Symlinks are followed only to files inside their source folder; hidden and temporary
+    files, links leading out, dangling links, special files and the inbox itself (when a
+    source contains it) are skipped and named.
+    """
+    targets = Targets()
+    inbox = inbox.resolve()
     for source in sources:
         source = source.resolve()
         if source.is_dir():
-            pairs += [(f, inbox / source.name / f.relative_to(source))
-                      for f in sorted(source.rglob("*")) if f.is_file()]  # fmt: skip
+            if source.is_relative_to(inbox):
+                targets.skipped.append((shown_path(str(source)), "already in the inbox"))
+                continue
+            _walk(source, inbox / source.name, inbox, targets)
         elif source.is_file():
-            pairs.append((source, inbox / source.parent.name / source.name))
+            targets.pairs.append((source, inbox / source.parent.name / source.name))
         else:
-            raise FileNotFoundError(f"{source}: no such file or directory")
-    return pairs
+            raise FileNotFoundError(f"{shown_path(str(source))}: no such file or directory")
+    return targets
 
 
-def copy_into_inbox(sources: Sequence[Path], inbox: Path) -> list[str]:
-    """Copy the sources into the inbox; return the inbox paths they cover.
+def _walk(source: Path, destination: Path, inbox: Path, targets: Targets) -> None:
+    def skip(path: Path, reason: str) -> None:
+        shown = shown_path(f"{source.name}/{path.relative_to(source).as_posix()}")
+        targets.skipped.append((shown, reason))
+
+    def unreadable(error: OSError) -> None:
+        skip(Path(error.filename or source), f"cannot read ({error.strerror})")
+
+    for folder, dirs, files in os.walk(source, onerror=unreadable):
+        here = Path(folder)
+        for name in list(dirs):
+            path = here / name
+            reason = skipped_on_purpose(name)
+            if path.is_symlink():
+                reason = "symlink to a folder, not followed"
+            elif path.resolve() == inbox:
+                reason = "the inbox itself"
+            if reason:
+                dirs.remove(name)
+                skip(path, reason)
+        dirs.sort()
+        for name in sorted(files):
+            path = here / name
+            reason = skipped_on_purpose(name) or _file_problem(path, source)
+            if reason:
+                skip(path, reason)
+            else:
+                targets.pairs.append((path.resolve(), destination / path.relative_to(source)))
+
+
+def _file_problem(path: Path, source: Path) -> str | None:
+    if path.is_symlink():
+        target = path.resolve()
+        if not target.exists():
+            return "dangling symlink"
+        if not target.is_relative_to(source):
+            return "symlink to outside the folder, not followed"
+    if not path.is_file():
+        return "not a regular file (a fifo, socket or device)"
+    return None
+
+
+def copy_into_inbox(sources: Sequence[Path], inbox: Path) -> Targets:
+    """Copy the sources into the inbox; return what was taken and what was skipped.
 
     A file whose copy already has the same size and mtime is left alone, so re-ingesting an
     unchanged corpus touches nothing.
     """
-    paths: list[str] = []
-    for src, dest in inbox_targets(sources, inbox):
-        paths.append(dest.relative_to(inbox).as_posix())
+    targets = inbox_targets(sources, inbox)
+    for src, dest in targets.pairs:
         stat = src.stat()
         if dest.exists():
             existing = dest.stat()
@@ -67,14 +127,15 @@ def copy_into_inbox(sources: Sequence[Path], inbox: Path) -> list[str]:
                 continue
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dest)
-    return paths
+    return targets
 
 
 @dataclass
 class Intake:
     """The sources' inbox paths and what the inbox refresh found."""
 
-    ours: set[str]
+    ours: set[str]  # our files' inbox paths
+    skipped: list[tuple[str, str]]
     changes: sync.InboxChanges
     orphaned_runs: list[str]
     stored: dict[str, str]  # partition key -> hash of the stored document, for our files
@@ -94,14 +155,15 @@ def take_in(sources: Sequence[Path]) -> Intake:
     started = time.perf_counter()
     inbox = settings.uploads_dir()
     inbox.mkdir(parents=True, exist_ok=True)
-    ours = set(copy_into_inbox(sources, inbox))
+    targets = copy_into_inbox(sources, inbox)
+    ours = {dest.relative_to(inbox).as_posix() for _, dest in targets.pairs}
     uploads = LocalInbox(inbox)
     with store.connect() as conn:
         changes = sync.refresh(conn, uploads, list(uploads.list()))
         orphans = claims.orphaned_runs(conn)
         wanted = [f.partition_key for f in changes.unfinished if f.path in ours]
         stored = documents.hashes(conn, wanted)
-    return Intake(ours, changes, orphans, stored, started)
+    return Intake(ours, targets.skipped, changes, orphans, stored, started)
 
 
 def summarize(
@@ -110,7 +172,11 @@ def summarize(
     """What became of our files, read back from what is stored."""
     ours = intake.ours
     summary = IngestSummary(
-        files=len(ours), runs=runs, failed_runs=failed_runs, interrupted=interrupted
+        files=len(ours),
+        skipped=intake.skipped,
+        runs=runs,
+        failed_runs=failed_runs,
+        interrupted=interrupted,
     )
     # Told against what was stored when we started, not against what the inbox held.
     for f in intake.wanted:
@@ -130,7 +196,7 @@ def summarize(
         totals = chunk_store.counts(conn, asked)
     failed = {e.partition_key for e in summary.errors}
     undone = {f.partition_key for f in left}
-    summary.unfinished = [f.path for f in left]
+    summary.unfinished = [f.shown for f in left]
     summary.ingested = sum(1 for key in asked if key not in failed and key not in undone)
     done = [k for k in asked if k not in undone]
     summary.chunks = sum(totals.get(k, (0, 0))[0] for k in done)

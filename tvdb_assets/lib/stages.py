@@ -49,7 +49,7 @@ def _parse_one(
     except OSError as exc:
         error = IngestError(
             file.partition_key,
-            file.path,
+            file.shown,
             "read",
             f"cannot read upload ({exc.strerror})",
             file.sha256,
@@ -59,17 +59,17 @@ def _parse_one(
     sha = hashlib.sha256(data).hexdigest()
     try:
         parsed = (
-            cached if cached is not None and sha == file.sha256 else parser.parse(file.path, data)
+            cached if cached is not None and sha == file.sha256 else parser.parse(file.shown, data)
         )
     except DocumentError as exc:
-        error = IngestError(file.partition_key, file.path, exc.stage, exc.reason, file.sha256)
+        error = IngestError(file.partition_key, file.shown, exc.stage, exc.reason, file.sha256)
         return ParseOutcome(file, None, error, time.perf_counter() - started)
     except (ServiceError, BudgetExceeded) as exc:
         # Real mode: the service could not parse it now; this document fails, not the batch.
-        error = IngestError(file.partition_key, file.path, "parse", str(exc), file.sha256)
+        error = IngestError(file.partition_key, file.shown, "parse", str(exc), file.sha256)
         return ParseOutcome(file, None, error, time.perf_counter() - started)
     document = DocumentRow(
-        file.partition_key, file.path, sha, len(data), parsed.mime, parsed.parser,
+        file.partition_key, file.shown, sha, len(data), parsed.mime, parsed.parser,
         parsed.pages, parsed.page_starts, parsed.markdown, parsed.fallback,
     )  # fmt: skip
     seconds = time.perf_counter() - started

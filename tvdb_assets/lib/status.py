@@ -42,7 +42,7 @@ def unfinished() -> pd.DataFrame:
         files = registry.unfinished(conn)
         busy = claims.busy_elsewhere(conn, None)
     return pd.DataFrame(
-        [(f.path, "in progress" if f.partition_key in busy else "waiting") for f in files],
+        [(f.shown, "in progress" if f.partition_key in busy else "waiting") for f in files],
         columns=["path", "state"],
     )
 

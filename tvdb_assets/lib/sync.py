@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from tvdb_assets.lib.ids import partition_key_for
-from tvdb_assets.lib.store import claims, registry
+from tvdb_assets.lib.ids import partition_key_for, shown_path
+from tvdb_assets.lib.store import claims, dead_letters, registry
+from tvdb_assets.lib.store.dead_letters import IngestError
 from tvdb_assets.lib.store.registry import InboxFile
 from tvdb_assets.lib.uploads import UploadInfo, UploadStore
 
@@ -28,6 +29,7 @@ class InboxChanges:
     removed: list[InboxFile] = field(default_factory=list)
     # Content not (yet) stored: new, changed, and whatever an interrupted run left undone.
     unfinished: list[InboxFile] = field(default_factory=list)
+    refused: list[IngestError] = field(default_factory=list)  # entries that are no file
 
     @property
     def to_ingest(self) -> list[InboxFile]:
@@ -56,6 +58,7 @@ def diff(
 ) -> InboxChanges:
     """Compare a listing with the registry; only files whose size or mtime moved are hashed."""
     changes = InboxChanges()
+    listing = [info for info in listing if info.refused is None]
     for info in sorted(listing, key=lambda i: i.path):
         old = known.get(info.path)
         if old and (old.bytes, old.mtime_ns) == (info.bytes, info.mtime_ns):
@@ -87,8 +90,33 @@ def refresh(
         registry.upsert(conn, changes.added + changes.changed + changes.touched)
         if changes.removed:
             registry.retire(conn, [f.partition_key for f in changes.removed])
+        changes.refused = _record_refused(conn, listing)
         changes.unfinished = registry.unfinished(conn)
     return changes
+
+
+def _record_refused(conn: psycopg.Connection, listing: Sequence[UploadInfo]) -> list[IngestError]:
+    """One error row per inbox entry that cannot be read as a file, kept once while it lasts.
+
+    Such rows have no content hash; those whose entry is gone or readable now are closed.
+    """
+    refused = [
+        IngestError(partition_key_for(i.path), shown_path(i.path), "read", reason)
+        for i in listing
+        if (reason := i.refused) is not None
+    ]
+    keys = [partition_key_for(i.path) for i in listing if i.refused is not None]
+    conn.execute(
+        "UPDATE ingest_errors SET resolved_at = now() WHERE resolved_at IS NULL "
+        "AND stage = 'read' AND sha256 IS NULL AND NOT (partition_key = ANY(%s))",
+        (keys,),
+    )
+    if refused:
+        already = {(e.partition_key, e.reason) for e in dead_letters.open_errors(conn, keys)}
+        dead_letters.record(
+            conn, [e for e in refused if (e.partition_key, e.reason) not in already]
+        )
+    return refused
 
 
 @dataclass

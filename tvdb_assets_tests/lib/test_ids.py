@@ -1,9 +1,10 @@
+import hashlib
 import uuid
 
 import dagster as dg
 import pytest
 
-from tvdb_assets.lib.ids import chunk_id, partition_key_for, sha256_text
+from tvdb_assets.lib.ids import chunk_id, partition_key_for, sha256_text, shown_path
 
 NAMES = [
     "guides/getting started.md",
@@ -14,6 +15,10 @@ NAMES = [
     "x" * 500 + ".md",
     "../up/../and/down.html",
     "/",
+    b"caf\xe9 latin-1.md".decode("utf-8", "surrogateescape"),  # as os.listdir gives it
+    "two\nlines.md",
+    "-starts-with-dash.md",
+    "\\",
 ]
 
 
@@ -44,3 +49,23 @@ def test_chunk_ids_are_uuid5_of_document_position_and_text():
     assert first != chunk_id("doc-1", 1, text_hash)
     assert first != chunk_id("doc-2", 0, text_hash)
     assert first != chunk_id("doc-1", 0, sha256_text("hello!"))
+
+
+def test_names_that_look_alike_are_distinct_documents():
+    nfc, nfd = "caf\u00e9.md", "cafe\u0301.md"
+    assert partition_key_for(nfc) != partition_key_for(nfd)
+    assert partition_key_for("x\\y.md") != partition_key_for("x/y.md")
+    # Names people type keep the keys they had before names were told apart by bytes.
+    assert (
+        partition_key_for("guides/getting started.md")
+        == "guides-getting-started.md-"
+        + __import__("hashlib").sha1(b"guides/getting started.md").hexdigest()[:10]
+    )
+
+
+def test_names_are_shown_faithfully_and_escaped_where_needed():
+    latin1 = b"caf\xe9.md".decode("utf-8", "surrogateescape")
+    assert shown_path(latin1) == "caf\\xe9.md"
+    assert shown_path("two\nlines\t.md") == "two\\nlines\\t.md"
+    assert shown_path("Résumé — final.pdf") == "Résumé — final.pdf"
+    assert shown_path(latin1).encode("utf-8")  # storable in Postgres

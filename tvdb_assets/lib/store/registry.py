@@ -5,23 +5,36 @@ from dataclasses import dataclass
 
 import psycopg
 
+from tvdb_assets.lib.ids import path_bytes, shown_path
+
 
 @dataclass(frozen=True, slots=True)
 class InboxFile:
     partition_key: str
-    path: str
+    path: str  # as the file system gives it; `shown` is for people and for Postgres
     bytes: int
     mtime_ns: int
     sha256: str
 
+    @property
+    def shown(self) -> str:
+        return shown_path(self.path)
 
-_COLUMNS = "partition_key, path, bytes, mtime_ns, sha256"
+
+# `path` in memory is the name as the file system gives it; the table keeps its bytes.
+_COLUMNS = "partition_key, raw_path, bytes, mtime_ns, sha256"
+
+
+def _file(row: tuple) -> InboxFile:
+    key, raw, size, mtime, sha = row
+    return InboxFile(key, bytes(raw).decode("utf-8", "surrogateescape"), size, mtime, sha)
 
 
 def load_all(conn: psycopg.Connection) -> dict[str, InboxFile]:
     """Every known upload by path: one query per tick, whatever the inbox size."""
     rows = conn.execute(f"SELECT {_COLUMNS} FROM inbox_files").fetchall()
-    return {row[1]: InboxFile(*row) for row in rows}
+    files = [_file(row) for row in rows]
+    return {f.path: f for f in files}
 
 
 def load(conn: psycopg.Connection, partition_keys: Sequence[str]) -> dict[str, InboxFile]:
@@ -29,7 +42,7 @@ def load(conn: psycopg.Connection, partition_keys: Sequence[str]) -> dict[str, I
         f"SELECT {_COLUMNS} FROM inbox_files WHERE partition_key = ANY(%s)",
         (list(partition_keys),),
     ).fetchall()
-    return {row[0]: InboxFile(*row) for row in rows}
+    return {row[0]: _file(row) for row in rows}
 
 
 def unfinished(
@@ -53,18 +66,29 @@ def unfinished(
     if partition_keys is not None:
         query += " AND i.partition_key = ANY(%s)"
         params = (list(partition_keys),)
-    rows = conn.execute(query + " ORDER BY i.path", params).fetchall()
-    return [InboxFile(*row) for row in rows]
+    rows = conn.execute(query + " ORDER BY i.raw_path", params).fetchall()
+    return [_file(row) for row in rows]
 
 
 def upsert(conn: psycopg.Connection, files: Iterable[InboxFile]) -> None:
     with conn.cursor() as cur:
         cur.executemany(
-            f"""INSERT INTO inbox_files ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s)
+            f"""INSERT INTO inbox_files ({_COLUMNS}, path) VALUES (%s, %s, %s, %s, %s, %s)
                 ON CONFLICT (partition_key) DO UPDATE SET
-                    path = excluded.path, bytes = excluded.bytes, mtime_ns = excluded.mtime_ns,
+                    raw_path = excluded.raw_path, path = excluded.path,
+                    bytes = excluded.bytes, mtime_ns = excluded.mtime_ns,
                     sha256 = excluded.sha256, seen_at = now()""",
-            [(f.partition_key, f.path, f.bytes, f.mtime_ns, f.sha256) for f in files],
+            [
+                (
+                    f.partition_key,
+                    path_bytes(f.path),
+                    f.bytes,
+                    f.mtime_ns,
+                    f.sha256,
+                    shown_path(f.path),
+                )
+                for f in files
+            ],  # fmt: skip
         )
 
 

@@ -170,6 +170,18 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        4,
+        """
+        -- A file's name as the file system holds it (not always UTF-8); `path` is the name
+        -- as shown, with such bytes escaped, and two names may show alike.
+        ALTER TABLE inbox_files ADD COLUMN raw_path bytea;
+        UPDATE inbox_files SET raw_path = convert_to(path, 'UTF8');
+        ALTER TABLE inbox_files ALTER COLUMN raw_path SET NOT NULL;
+        ALTER TABLE inbox_files DROP CONSTRAINT inbox_files_path_key;
+        ALTER TABLE inbox_files ADD CONSTRAINT inbox_files_raw_path_key UNIQUE (raw_path);
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 class UploadInfo:
     """What a cheap listing tells about one upload, before its content is read."""
 
-    path: str  # relative, "/"-separated
+    path: str  # relative, "/"-separated, as the file system gives it
     bytes: int
     mtime_ns: int
+    # Why this entry is not read (a symlink leading out, a fifo...): it becomes an error row.
+    refused: str | None = None
 
 
 class UploadStore(ABC):

@@ -11,26 +11,70 @@ from tvdb_assets.lib.uploads.base import UploadInfo, UploadStore
 _PARTIAL_SUFFIXES = (".part", ".tmp", ".crdownload", "~")
 
 
+def skipped_on_purpose(name: str) -> str | None:
+    """Why a file or folder of this name is never ingested, or None."""
+    if name.startswith("."):
+        return "hidden"
+    if name.endswith(_PARTIAL_SUFFIXES):
+        return "temporary file, perhaps still being written"
+    return None
+
+
 class LocalInbox(UploadStore):
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.root = Path(directory).resolve()
         self.location = str(self.root)
 
     def list(self) -> Iterator[UploadInfo]:
+        """Every regular file under the root, and every entry that cannot be one, refused.
+
+        Symlinks are followed only to files inside the inbox; a link leading out, a dangling
+        link, a fifo or an unreadable folder is listed with the reason it is refused, and
+        the scan goes on.
+        """
         if not self.root.is_dir():
             return
         stack = [self.root]
         while stack:
-            with os.scandir(stack.pop()) as entries:
-                for entry in entries:
-                    if entry.name.startswith(".") or entry.name.endswith(_PARTIAL_SUFFIXES):
-                        continue
+            folder = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except OSError as exc:
+                yield self._refused(folder, f"cannot list this folder ({exc.strerror})")
+                continue
+            for entry in entries:
+                if skipped_on_purpose(entry.name):
+                    continue
+                try:
                     if entry.is_dir(follow_symlinks=False):
                         stack.append(Path(entry.path))
-                    elif entry.is_file():
-                        stat = entry.stat()
-                        relative = Path(entry.path).relative_to(self.root).as_posix()
-                        yield UploadInfo(relative, stat.st_size, stat.st_mtime_ns)
+                    else:
+                        yield self._entry(entry)
+                except OSError as exc:
+                    yield self._refused(Path(entry.path), f"cannot read ({exc.strerror})")
+
+    def _entry(self, entry: os.DirEntry) -> UploadInfo:
+        path = Path(entry.path)
+        if entry.is_symlink():
+            target = path.resolve()
+            if not target.exists():
+                return self._refused(path, "dangling symlink")
+            if not target.is_relative_to(self.root):
+                return self._refused(path, "symlink to outside the inbox, not followed")
+            if not target.is_file():
+                return self._refused(path, "symlink to a folder, not followed")
+            stat = target.stat()
+        elif entry.is_file(follow_symlinks=False):
+            stat = entry.stat(follow_symlinks=False)
+        else:
+            return self._refused(path, "not a regular file (a fifo, socket or device)")
+        return UploadInfo(self._relative(path), stat.st_size, stat.st_mtime_ns)
+
+    def _relative(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def _refused(self, path: Path, reason: str) -> UploadInfo:
+        return UploadInfo(self._relative(path), 0, 0, refused=reason)
 
     def _resolve(self, path: str) -> Path:
         full = (self.root / path).resolve()

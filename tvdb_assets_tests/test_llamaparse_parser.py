@@ -146,3 +146,22 @@ def test_real_mode_without_a_key_fails_with_a_clear_message(
         str(r.dagster_event.event_specific_data) for r in records if r.dagster_event
     )
     assert "parser mode 'real' needs an API key: LLAMA_CLOUD_API_KEY is not set" in messages
+
+
+def test_nuls_and_lone_surrogates_from_the_service_are_stored_cleaned_and_paid_once(
+    project, instance, llama_env, fake_llamaparse, tmp_path
+):
+    fake_llamaparse.page_suffix = "\n\nend\x00of\ud800page"
+    summary = ingest(llama_env, instance, write_reports(tmp_path / "reports"), "real")
+
+    assert summary.errors == [] and summary.ingested == 2
+    with project.connect() as conn:
+        stored = [m for (m,) in conn.execute("SELECT markdown FROM documents").fetchall()]
+        cached = conn.execute("SELECT count(*) FROM parse_cache").fetchone()
+    assert len(stored) == 2 and all("end\ufffdof\ufffdpage" in m for m in stored)
+    assert cached == (2,)  # both paid results kept, each as it arrived
+    billed_before = billed(project)
+
+    shutil.copytree(tmp_path / "reports", tmp_path / "again")
+    again = ingest(llama_env, instance, tmp_path / "again", "real")
+    assert again.ingested == 2 and billed(project) == billed_before  # same content: free

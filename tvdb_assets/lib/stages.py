@@ -7,7 +7,7 @@ transaction and one COPY per stage, and embedding requests are packed across doc
 import hashlib
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -21,6 +21,7 @@ from tvdb_assets.lib.errors import BudgetExceeded, DocumentError, ServiceError
 from tvdb_assets.lib.ids import chunk_id, sha256_text
 from tvdb_assets.lib.models import ParsedDocument
 from tvdb_assets.lib.parsing import Parser
+from tvdb_assets.lib.parsing.base import storable
 from tvdb_assets.lib.store import parse_cache, vectors
 from tvdb_assets.lib.store.chunks import ChunkRow
 from tvdb_assets.lib.store.connection import lock_partitions
@@ -59,7 +60,9 @@ def _parse_one(
     sha = hashlib.sha256(data).hexdigest()
     try:
         parsed = (
-            cached if cached is not None and sha == file.sha256 else parser.parse(file.shown, data)
+            cached
+            if cached is not None and sha == file.sha256
+            else storable(parser.parse(file.shown, data))
         )
     except DocumentError as exc:
         error = IngestError(file.partition_key, file.shown, exc.stage, exc.reason, file.sha256)
@@ -93,18 +96,20 @@ def parse_batch(
         return list(workers.map_in_order(work, files, len(files)))
 
     known = parse_cache.lookup(conn, parser.name, (f.sha256 for f in files))
+    outcomes: list[ParseOutcome | None] = [None] * len(files)
     with ThreadPoolExecutor(max_workers=max(1, getattr(parser, "concurrency", 1))) as pool:
-        outcomes = list(
-            pool.map(lambda f: _parse_one(uploads, parser, f, known.get(f.sha256)), files)
-        )
-    paid = [
-        (o.document.sha256, _as_parsed(o.document))
-        for o in outcomes
-        if o.document is not None and not o.cached and not o.document.fallback
-    ]
-    parse_cache.save(conn, paid)
-    conn.commit()
-    return outcomes
+        futures = {
+            pool.submit(_parse_one, uploads, parser, f, known.get(f.sha256)): i
+            for i, f in enumerate(files)
+        }
+        for future in as_completed(futures):
+            outcome = outcomes[futures[future]] = future.result()
+            doc = outcome.document
+            if doc is not None and not outcome.cached and not doc.fallback:
+                # Kept the moment it is paid for: whatever fails later, no one pays twice.
+                parse_cache.save(conn, [(doc.sha256, _as_parsed(doc))])
+                conn.commit()
+    return [o for o in outcomes if o is not None]
 
 
 def _as_parsed(row: DocumentRow) -> ParsedDocument:

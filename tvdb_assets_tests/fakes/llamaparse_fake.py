@@ -97,6 +97,9 @@ class FakeLlamaParse(FakeServer):
         self._records: list[HttpRecord] = []
         self._uploads = 0
         self._fail_next: list[tuple[str, str]] = []
+        # Appended to every page's result: lets a test make the service send what no file
+        # holds (NULs, unpaired surrogates).
+        self.page_suffix = ""
 
     # --- what tests read -------------------------------------------------------------
 
@@ -236,6 +239,8 @@ class FakeLlamaParse(FakeServer):
             failure = (exc.code, str(exc))
         except ValueError as exc:
             return self._detail(request, "upload", 400, "invalid", f"Bad page selection: {exc}")
+        if self.page_suffix:
+            pages = [ParsedPage(p.number, p.text + self.page_suffix) for p in pages]
         with self._lock:
             if self._fail_next:
                 failure = self._fail_next.pop(0)

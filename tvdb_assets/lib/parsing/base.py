@@ -1,8 +1,13 @@
 """The parser interface: bytes of one uploaded document in, markdown out."""
 
+import dataclasses
+import re
 from abc import ABC, abstractmethod
 
 from tvdb_assets.lib.models import ParsedDocument
+
+# Postgres text holds neither NUL nor unpaired surrogates (which are not UTF-8).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class Parser(ABC):
@@ -20,3 +25,11 @@ class Parser(ABC):
 
         `path` is used for messages and to pick the document type from its extension.
         """
+
+
+def storable(document: ParsedDocument) -> ParsedDocument:
+    """What a parser (or a service) returned, fit to store: each NUL and unpaired surrogate
+    becomes U+FFFD, one character for one, so page offsets stay true."""
+    if _UNSTORABLE.search(document.markdown) is None:
+        return document
+    return dataclasses.replace(document, markdown=_UNSTORABLE.sub("\ufffd", document.markdown))

@@ -329,3 +329,28 @@ def test_search_embeds_the_query_with_the_model_the_documents_used(
 
     assert hits[0]["document"] == "kb/bees.md" and hits[0]["score"] > 0.99  # same model
     assert fake_openai.successful_requests[-1].inputs == (query,)
+
+
+def test_a_key_echoed_in_an_error_body_is_redacted_everywhere(
+    project, instance, openai_env, fake_openai, tmp_path, caplog
+):
+    """A gateway that echoes the Authorization header in a 400 body (some proxies do)."""
+    key = fake_openai.api_key
+    echo = Fault(status=400, message=f"bad request; you sent Authorization: Bearer {key}")
+    fake_openai.script([echo])
+
+    with caplog.at_level(logging.DEBUG):
+        summary = ingest(
+            openai_env, instance, write_docs(tmp_path / "echo", 1), embedder_config("real")
+        )
+
+    (error,) = summary.errors  # the document fails, and says why
+    assert error.path == "echo/doc0.md" and "HTTP 400" in error.reason
+    assert "[redacted]" in error.reason and key not in error.reason
+    with project.connect() as conn:
+        reasons = [r for (r,) in conn.execute("SELECT reason FROM ingest_errors").fetchall()]
+    assert reasons and all(key not in r and "[redacted]" in r for r in reasons)
+    (run,) = instance.get_runs()
+    events = [r.event_log_entry.to_json() for r in instance.get_records_for_run(run.run_id).records]
+    assert events and all(key not in e for e in events)  # run logs and asset metadata
+    assert all(key not in record.getMessage() for record in caplog.records)

@@ -1,4 +1,23 @@
-"""The project's exceptions: each says what went wrong in words a user can act on."""
+"""The project's exceptions: each says what went wrong in words a user can act on.
+
+Text that came from a service (error bodies, job messages) goes through `redact` here, in
+the exceptions' constructors, so no configured secret reaches a log, a row or a screen.
+"""
+
+import re
+
+from tvdb_assets.lib import settings
+
+REDACTED = "[redacted]"
+# Credentials a proxy may echo back even when they are not ours to know.
+_CREDENTIALS = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}|\bsk-[A-Za-z0-9_-]{16,}")
+
+
+def redact(text: str) -> str:
+    """`text` without any configured secret or anything shaped like a bearer token."""
+    for secret in settings.secret_values():
+        text = text.replace(secret, REDACTED)
+    return _CREDENTIALS.sub(lambda m: f"{m.group(1)} {REDACTED}" if m.group(1) else REDACTED, text)
 
 
 class TvdbError(Exception):
@@ -12,6 +31,7 @@ class DocumentError(TvdbError):
     """
 
     def __init__(self, path: str, reason: str, stage: str = "parse") -> None:
+        reason = redact(reason)
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
@@ -35,6 +55,7 @@ class ServiceError(TvdbError):
         status: int | None = None,
         retry_after: float | None = None,
     ) -> None:
+        message = redact(message)
         super().__init__(f"{service}: {message}")
         self.service = service
         self.retryable = retryable

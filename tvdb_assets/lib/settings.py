@@ -42,3 +42,13 @@ def daily_budget_usd() -> float:
 def hourly_request_cap() -> int:
     """Billable requests allowed in any sliding hour."""
     return int(os.environ.get("TVDB_HOURLY_REQUEST_CAP", "100"))
+
+
+# Variables whose values are secrets: redacted from any text a service sends back.
+SECRET_VARIABLES = ("OPENAI_API_KEY", "LLAMA_CLOUD_API_KEY", "AWS_SECRET_ACCESS_KEY")
+
+
+def secret_values() -> list[str]:
+    """The configured secrets, longest first (so a key that contains another goes whole)."""
+    values = {os.environ.get(name, "").strip() for name in SECRET_VARIABLES}
+    return sorted((v for v in values if len(v) >= 6), key=len, reverse=True)

@@ -6,6 +6,8 @@ from datetime import datetime
 
 import psycopg
 
+from tvdb_assets.lib.errors import redact
+
 
 @dataclass(frozen=True, slots=True)
 class IngestError:
@@ -16,6 +18,10 @@ class IngestError:
     sha256: str | None = None
     run_id: str | None = None
     at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        # Reasons often quote a service; what is shown, logged or stored never holds a key.
+        object.__setattr__(self, "reason", redact(self.reason))
 
 
 def record(conn: psycopg.Connection, errors: Iterable[IngestError]) -> None:
@@ -32,7 +38,11 @@ def record(conn: psycopg.Connection, errors: Iterable[IngestError]) -> None:
         cur.executemany(
             "INSERT INTO ingest_errors (run_id, partition_key, path, sha256, stage, reason) "
             "VALUES (%s, %s, %s, %s, %s, %s)",
-            [(e.run_id, e.partition_key, e.path, e.sha256, e.stage, e.reason) for e in errors],
+            # The last guard before a reason is stored: no configured secret gets in.
+            [
+                (e.run_id, e.partition_key, e.path, e.sha256, e.stage, redact(e.reason))
+                for e in errors
+            ],  # fmt: skip
         )
 
 

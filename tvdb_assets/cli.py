@@ -152,6 +152,8 @@ def _report(summary: "intake.IngestSummary") -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    import dagster as dg
+
     from tvdb_assets.defs.resources import EmbedderResource, OpenAICredentials
     from tvdb_assets.lib import settings
     from tvdb_assets.lib.search import search
@@ -161,7 +163,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         credentials=OpenAICredentials(api_key=os.environ.get("OPENAI_API_KEY") or None),
         mode=args.embedder_mode or settings.mode_from_env("TVDB_EMBEDDER_MODE"),
     )
-    for hit in search(args.query, args.k, embedder.client()):
+    try:
+        hits = search(args.query, args.k, embedder.client())
+    except dg.Failure as exc:  # the resource's own check, such as a missing key
+        print(f"tvdb search: {exc.description}", file=sys.stderr)
+        return 2
+    for hit in hits:
         print(
             json.dumps(
                 {
@@ -291,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:
             from tvdb_assets.lib import database, errors
 
+            if isinstance(exc, errors.TvdbError) and not isinstance(exc, errors.DatabaseLost):
+                # A service down, a budget spent: one line, already redacted of secrets.
+                print(f"tvdb {args.command}: {exc}", file=sys.stderr)
+                return 2
             if not errors.is_lost_database(exc):
                 raise
             logging.getLogger("tvdb_assets.cli").error("database lost", exc_info=exc)

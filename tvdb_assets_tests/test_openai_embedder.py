@@ -354,3 +354,19 @@ def test_a_key_echoed_in_an_error_body_is_redacted_everywhere(
     events = [r.event_log_entry.to_json() for r in instance.get_records_for_run(run.run_id).records]
     assert events and all(key not in e for e in events)  # run logs and asset metadata
     assert all(key not in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("mode", ["real", "mock"])
+def test_search_with_the_service_down_is_one_line_and_a_non_zero_exit(
+    project, openai_env, fake_openai, capsys, mode
+):
+    fake_openai.outage(503)
+    code = main(["search", "tidal energy", "--embedder-mode", mode])
+    out = capsys.readouterr()
+    if mode == "mock":  # mock mode never calls the service
+        assert code == 0 and out.err == ""
+        return
+    assert code == 2 and out.out == ""
+    (line,) = out.err.strip().splitlines()
+    assert line.startswith("tvdb search: ") and "cannot embed the query" in line
+    assert "HTTP 503" in line and fake_openai.api_key not in line

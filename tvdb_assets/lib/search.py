@@ -2,6 +2,7 @@
 
 from tvdb_assets.lib import store
 from tvdb_assets.lib.embedding import Embedder, MockEmbedder
+from tvdb_assets.lib.errors import ServiceError
 from tvdb_assets.lib.store.vectors import SearchHit, nearest
 
 
@@ -19,6 +20,6 @@ def search(query: str, k: int = 5, embedder: Embedder | None = None) -> list[Sea
         result = embedder.embed_texts([query])
     if not result.embedded:
         reason = next(iter({**result.rejected, **result.missing}.values()), "no vector")
-        raise RuntimeError(f"cannot embed the query: {reason}")
+        raise ServiceError(embedder.model, f"cannot embed the query: {reason}", retryable=False)
     with store.connect() as conn:
         return nearest(conn, result.vectors[0], embedder.model, embedder.dims, k)

@@ -218,11 +218,13 @@ def test_a_killed_tvdb_does_not_leak_the_embedded_server(
     logs = tmp_path / "logs"
     child = recovery.start(["ingest", str(corpus)], logs)
     handles = embedded / "pgdata" / ".handle_pids.json"
-    recovery.wait_for(
-        lambda: handles.exists() and child.process.pid in json.loads(handles.read_text()),
-        120,
-        "tvdb to become a user of the embedded server",
-    )
+
+    def joined() -> bool:
+        if child.process.poll() is not None:
+            raise AssertionError(f"tvdb exited first:\n{child.stdout}\n{child.stderr}")
+        return handles.exists() and child.process.pid in json.loads(handles.read_text() or "[]")
+
+    recovery.wait_for(joined, 120, "tvdb to become a user of the embedded server")
     child.signal(signal.SIGKILL)
     child.wait()
     assert recovery.embedded_server_pid(embedded) is not None  # left running by the dead one

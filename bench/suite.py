@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pgserver
 
-from bench import bare, corpus, ingest, tpm
+from bench import bare, corpus, ingest, pathological, tpm
 from bench.procs import MIB
 from bench.report import Record, emit, log, table
 from tvdb_assets import dagster_env
@@ -37,6 +37,7 @@ HEADLINES = {
     "unchanged_reingest_cli": "seconds_per_500_docs",
     "single_large_file": "peak_rss_mib",
     "openai_tpm": "achieved_share",
+    "pathological_lines": "result",
 }
 # (partitions or None for the corpus size, performance env, per-partition metadata)
 BOOKKEEPING = ((1000, True, True), (None, True, True), (1000, True, False), (200, False, True))
@@ -201,6 +202,9 @@ def measure(work: Path) -> list[Record]:
     path = work / "big" / "handbook.md"
     size = corpus.write_big_markdown(path, built.root / "md", BIG_FILE_BYTES)
     records.append(_emit(big_file(ingest.ingest([path], work / "cli-big", "big"), size)))
+
+    log("pathological lines through parsing and chunking")
+    records.append(_emit(pathological.run()))
 
     log(f"real mode under a TPM limit: {tpm.TPM_LIMIT:,} tokens/min against a loopback OpenAI")
     records.append(_emit(tpm.run()))

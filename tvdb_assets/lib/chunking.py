@@ -54,12 +54,11 @@ MIN_MAX_TOKENS = 8
 _EVENT = re.compile(
     r"^ {0,3}(?:"
     r"(?P<fence>`{3,}|~{3,})(?P<info>[^\n]*)"
-    r"|(?P<atx>#{1,6})(?:[ \t]+(?P<title>[^\n]*?))?[ \t]*\r?"
+    r"|(?P<atx>#{1,6})(?P<title>[ \t][^\n]*)?\r?"
     r"|(?P<setext>=+|-{2,})[ \t]*\r?"
     r")$",
     re.MULTILINE,
 )
-_ATX_CLOSING = re.compile(r"(?:^|[ \t]+)#+[ \t]*$")
 # Lines that cannot be a setext title: indented code, list items, quotes, tables, HTML,
 # fences, ATX headings and other underline-like lines.
 _NOT_SETEXT_TITLE = re.compile(r" {4}|\t| {0,3}(?:[-*+>|<=#]|\d{1,9}[.)](?:[ \t]|$)|```|~~~)")
@@ -145,6 +144,16 @@ def chunk_markdown(
 
 def _page(starts: list[int], offset: int) -> int:
     return max(1, bisect.bisect_right(starts, offset))
+
+
+def _atx_title(rest: str) -> str:
+    """The title of an ATX heading line (what follows the opening #s), without its closing
+    sequence: `## Title ##` -> `Title`. String methods, not a regex: linear on any line."""
+    title = rest.strip(" \t\r")
+    bare = title.rstrip("#")
+    if bare != title and (not bare or bare[-1] in " \t"):
+        title = bare.rstrip(" \t")
+    return title
 
 
 def _utf8_safe(text: str) -> str:
@@ -234,7 +243,7 @@ def _headings(md: str) -> Iterator[tuple[int, int, int, str]]:
             continue
         body = min(m.end() + 1, len(md))
         if m.group("atx"):
-            title = _ATX_CLOSING.sub("", (m.group("title") or "").strip()).strip()
+            title = _atx_title(m.group("title") or "")
             yield m.start(), body, len(m.group("atx")), title
             last_body = body
             continue

@@ -304,3 +304,33 @@ def test_a_huge_section_is_chunked_in_blocks_with_the_same_bounds() -> None:
     assert {c.heading_path for c in chunks} == {("Corpus",)}
     covered = "".join(c.text for c in chunks)
     assert covered.count("lemma996") >= md.count("lemma996")  # nothing lost at block edges
+
+
+PATHOLOGICAL = {
+    "spaces": "x" + " " * 100_000 + "y",
+    "hashes": "#" * 100_000,
+    "nested brackets": "[" * 50_000 + "]" * 50_000,
+    "heading of spaces": "# a" + " " * 100_000 + "b\n\n" + body("after"),
+    "heading closing run": "# a" + " #" * 50_000 + "\n\n" + body("after"),
+    "setext underline": "title\n" + "=" * 100_000 + "x",
+    "backticks": "`" * 100_000,
+}
+
+
+@pytest.mark.parametrize("name", list(PATHOLOGICAL))
+def test_pathological_lines_are_chunked_within_bounds(name: str) -> None:
+    """Lines that made a backtracking regex quadratic (a 100k-space heading took minutes);
+    their time is measured in `make bench` (pathological_lines), their outcome here."""
+    md = PATHOLOGICAL[name]
+    chunks = chunk_markdown(md, max_tokens=512, overlap_tokens=64)
+    assert chunks and all(count_tokens(c.text) == c.tokens <= 512 for c in chunks)
+    # Runs of one character repeat, so chunks cannot be located by search: count instead.
+    assert sum(len("".join(c.text.split())) for c in chunks) >= len("".join(md.split()))
+
+
+def test_closing_sequences_and_bare_hashes_in_atx_titles() -> None:
+    md = "\n\n".join(
+        ["# A #", body("a"), "## B # c ##", body("b"), "### ###", body("c"), "#\r", body("d")]
+    )
+    paths = [c.heading_path for c in chunk_markdown(md)]
+    assert ("A",) in paths and ("A", "B # c") in paths

@@ -44,6 +44,16 @@ def hourly_request_cap() -> int:
     return int(os.environ.get("TVDB_HOURLY_REQUEST_CAP", "100"))
 
 
+def parse_seconds() -> float:
+    """Wall time one PDF or HTML document may take to parse locally."""
+    return float(os.environ.get("TVDB_PARSE_TIMEOUT_S", "120"))
+
+
+def parse_memory_mb() -> int:
+    """Memory one PDF or HTML document may take to parse locally."""
+    return int(os.environ.get("TVDB_PARSE_MEMORY_MB", "1024"))
+
+
 # Variables whose values are secrets: redacted from any text a service sends back.
 SECRET_VARIABLES = ("OPENAI_API_KEY", "LLAMA_CLOUD_API_KEY", "AWS_SECRET_ACCESS_KEY")
 

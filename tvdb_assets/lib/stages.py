@@ -14,14 +14,15 @@ from functools import partial
 import numpy as np
 import psycopg
 
-from tvdb_assets.lib import workers
+from tvdb_assets.lib import settings, workers
 from tvdb_assets.lib.chunking import chunk_markdown
 from tvdb_assets.lib.embedding import Embedder
 from tvdb_assets.lib.errors import BudgetExceeded, DocumentError, ServiceError
 from tvdb_assets.lib.ids import chunk_id, sha256_text
 from tvdb_assets.lib.models import ParsedDocument
 from tvdb_assets.lib.parsing import Parser
-from tvdb_assets.lib.parsing.base import storable
+from tvdb_assets.lib.parsing.base import char_limit, storable
+from tvdb_assets.lib.parsing.detect import Kind, detect_kind
 from tvdb_assets.lib.store import parse_cache, vectors
 from tvdb_assets.lib.store.chunks import ChunkRow
 from tvdb_assets.lib.store.connection import lock_partitions
@@ -71,6 +72,14 @@ def _parse_one(
         # Real mode: the service could not parse it now; this document fails, not the batch.
         error = IngestError(file.partition_key, file.shown, "parse", str(exc), file.sha256)
         return ParseOutcome(file, None, error, time.perf_counter() - started)
+    if len(parsed.markdown) > char_limit(len(data)):
+        # Checked for every parser, the paid ones too: such text would cost a fortune to embed.
+        reason = (
+            f"text far larger than the file ({len(parsed.markdown):,} characters from "
+            f"{len(data):,} bytes): a compression bomb?"
+        )
+        error = IngestError(file.partition_key, file.shown, "parse", reason, file.sha256)
+        return ParseOutcome(file, None, error, time.perf_counter() - started)
     document = DocumentRow(
         file.partition_key, file.shown, sha, len(data), parsed.mime, parsed.parser,
         parsed.pages, parsed.page_starts, parsed.markdown, parsed.fallback,
@@ -92,8 +101,7 @@ def parse_batch(
     returns is cached; local parsing is CPU-bound and spreads over processes instead.
     """
     if not getattr(parser, "cacheable", False) or conn is None:
-        work = partial(_parse_one, uploads, parser)
-        return list(workers.map_in_order(work, files, len(files)))
+        return _parse_locally(uploads, parser, files)
 
     known = parse_cache.lookup(conn, parser.name, (f.sha256 for f in files))
     outcomes: list[ParseOutcome | None] = [None] * len(files)
@@ -110,6 +118,36 @@ def parse_batch(
                 parse_cache.save(conn, [(doc.sha256, _as_parsed(doc))])
                 conn.commit()
     return [o for o in outcomes if o is not None]
+
+
+def _parse_locally(
+    uploads: UploadStore, parser: Parser, files: Sequence[InboxFile]
+) -> list[ParseOutcome]:
+    """Text and markdown in this process (or the pool); PDF and HTML, whose cost is not
+    bounded by their size, each in a guarded worker with a time and memory limit."""
+    work = partial(_parse_one, uploads, parser)
+    risky = [f for f in files if _risky(uploads, f)]
+    guarded_keys = {f.partition_key for f in risky}
+    plain = [f for f in files if f.partition_key not in guarded_keys]
+    outcomes = {o.file.partition_key: o for o in workers.map_in_order(work, plain, len(plain))}
+    if risky:
+        limits = workers.Limits(settings.parse_seconds(), settings.parse_memory_mb())
+        guarded = workers.map_guarded(work, risky, limits, workers.worker_count())
+        for file, result in zip(risky, guarded, strict=True):
+            if isinstance(result, workers.Exceeded):
+                reason = f"{result.reason} to parse (limits: TVDB_PARSE_TIMEOUT_S, _MEMORY_MB)"
+                error = IngestError(file.partition_key, file.shown, "parse", reason, file.sha256)
+                result = ParseOutcome(file, None, error, 0.0)
+            outcomes[file.partition_key] = result
+    return [outcomes[f.partition_key] for f in files]
+
+
+def _risky(uploads: UploadStore, file: InboxFile) -> bool:
+    try:
+        kind = detect_kind(file.shown, uploads.head(file.path))
+    except (DocumentError, OSError):
+        return False  # fails at once in `_parse_one`, with its reason
+    return kind in (Kind.PDF, Kind.HTML)
 
 
 def _as_parsed(row: DocumentRow) -> ParsedDocument:

@@ -6,6 +6,17 @@ from abc import ABC, abstractmethod
 
 from tvdb_assets.lib.models import ParsedDocument
 
+# Text extracted from an upload may be this many characters per byte of it (and at least
+# MIN_CHARS): far above any real document (PDF text is rarely more than a few per byte),
+# far below a compression bomb (70 MB of text from a 68 KB PDF).
+CHARS_PER_BYTE = 100
+MIN_CHARS = 2_000_000
+
+
+def char_limit(upload_bytes: int) -> int:
+    return max(MIN_CHARS, CHARS_PER_BYTE * upload_bytes)
+
+
 # Postgres text holds neither NUL nor unpaired surrogates (which are not UTF-8).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 

@@ -2,12 +2,14 @@
 
 import io
 import logging
+import zlib
 
 from pypdf import PasswordType, PdfReader
 from pypdf.errors import DependencyError
 
 from tvdb_assets.lib.errors import DocumentError
 from tvdb_assets.lib.models import ParsedDocument
+from tvdb_assets.lib.parsing.base import char_limit
 
 # pypdf logs a WARNING for each repair it makes to a damaged file ("EOF marker not found",
 # "invalid pdf header", ...), which floods the logs on bad uploads. The outcome reaches the
@@ -45,11 +47,21 @@ def pdf_to_document(path: str, data: bytes) -> ParsedDocument:
     for number in range(page_count):
         try:
             text = _clean(reader.pages[number].extract_text())
+        except MemoryError:
+            raise
         except Exception as exc:
+            if _out_of_memory(exc):
+                raise MemoryError from exc  # not a corrupt file: a limit, and said as one
             raise DocumentError(path, f"corrupt PDF (page {number + 1}: {_cause(exc)})") from None
         starts.append(offset)
         parts.append(text)
         offset += len(text) + len(PAGE_SEPARATOR)
+        if offset > char_limit(len(data)):  # stop extracting a bomb as soon as it shows
+            raise DocumentError(
+                path,
+                f"text far larger than the file (over {offset:,} characters from "
+                f"{len(data):,} bytes by page {number + 1}): a compression bomb?",
+            )
     if not any(parts):
         raise DocumentError(path, "PDF has no extractable text (scanned images?)")
     return ParsedDocument(
@@ -91,6 +103,12 @@ def _open_failure_cause(data: bytes, exc: Exception) -> str:
     if b"%%EOF" not in data[-_EOF_WINDOW:]:
         return "EOF marker not found"
     return _cause(exc)
+
+
+def _out_of_memory(exc: Exception) -> bool:
+    # zlib reports Z_MEM_ERROR as zlib.error, not MemoryError, when a stream unpacks past
+    # the memory the process may use.
+    return isinstance(exc, zlib.error) and "allocate" in str(exc)
 
 
 def _cause(exc: Exception) -> str:

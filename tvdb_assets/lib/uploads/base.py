@@ -29,3 +29,7 @@ class UploadStore(ABC):
 
     @abstractmethod
     def sha256(self, path: str) -> str: ...
+
+    def head(self, path: str, size: int = 1024) -> bytes:
+        """The first bytes of an upload, enough to tell its kind."""
+        return self.read(path)[:size]

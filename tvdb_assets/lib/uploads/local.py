@@ -85,6 +85,10 @@ class LocalInbox(UploadStore):
     def read(self, path: str) -> bytes:
         return self._resolve(path).read_bytes()
 
+    def head(self, path: str, size: int = 1024) -> bytes:
+        with self._resolve(path).open("rb") as handle:
+            return handle.read(size)
+
     def sha256(self, path: str) -> str:
         with self._resolve(path).open("rb") as handle:
             return hashlib.file_digest(handle, "sha256").hexdigest()

@@ -165,3 +165,15 @@ def test_nuls_and_lone_surrogates_from_the_service_are_stored_cleaned_and_paid_o
     shutil.copytree(tmp_path / "reports", tmp_path / "again")
     again = ingest(llama_env, instance, tmp_path / "again", "real")
     assert again.ingested == 2 and billed(project) == billed_before  # same content: free
+
+
+def test_a_malformed_result_fails_each_document_alone(
+    project, instance, llama_env, fake_llamaparse, tmp_path
+):
+    fake_llamaparse.malformed_results = True
+    summary = ingest(llama_env, instance, write_reports(tmp_path / "reports"), "real")
+
+    assert summary.failed_runs == [] and len(summary.errors) == 2
+    assert all(e.stage == "parse" and "llamaparse" in e.reason for e in summary.errors)
+    assert project.scalar("SELECT count(*) FROM documents") == 0
+    assert project.scalar("SELECT count(*) FROM parse_cache") == 0  # nothing bad is kept

@@ -100,6 +100,7 @@ class FakeLlamaParse(FakeServer):
         # Appended to every page's result: lets a test make the service send what no file
         # holds (NULs, unpaired surrogates).
         self.page_suffix = ""
+        self.malformed_results = False  # results answered as JSON cut short
 
     # --- what tests read -------------------------------------------------------------
 
@@ -287,6 +288,8 @@ class FakeLlamaParse(FakeServer):
             message = f"Job {job.job_id} has status {job.status}: no result."
             return self._detail_locked(request, "result", 400, "invalid", message)
         self._record_locked(request, "result", 200, "ok")
+        if self.malformed_results:
+            return Response(200, b'{"markdown": "cut sho', "application/json", {})
         if kind == "json":
             return Response.of_json(200, {"pages": _json_pages(job), **_metadata(job)})
         text = _joined(job, markdown=kind == "markdown")

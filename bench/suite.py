@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pgserver
 
-from bench import bare, corpus, ingest, pathological, tpm
+from bench import bare, corpus, hostile, ingest, pathological, tpm
 from bench.procs import MIB
 from bench.report import Record, emit, log, table
 from tvdb_assets import dagster_env
@@ -38,6 +38,7 @@ HEADLINES = {
     "single_large_file": "peak_rss_mib",
     "openai_tpm": "achieved_share",
     "pathological_lines": "result",
+    "hostile_documents": "result",
 }
 # (partitions or None for the corpus size, performance env, per-partition metadata)
 BOOKKEEPING = ((1000, True, True), (None, True, True), (1000, True, False), (200, False, True))
@@ -205,6 +206,8 @@ def measure(work: Path) -> list[Record]:
 
     log("pathological lines through parsing and chunking")
     records.append(_emit(pathological.run()))
+    log("hostile documents, one at a time: bombs, nested HTML, NULs, a 101 MB line")
+    records.append(_emit(hostile.run()))
 
     log(f"real mode under a TPM limit: {tpm.TPM_LIMIT:,} tokens/min against a loopback OpenAI")
     records.append(_emit(tpm.run()))

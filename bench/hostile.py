@@ -1,0 +1,131 @@
+"""Hostile documents, one at a time, through the project's own parse path: the time each
+takes and the memory it needs must stay within the per-document bounds.
+
+Each case runs in a fresh `python -m bench.hostile CASE_FILE` process, so its peak RSS
+(the process and its guarded parse worker) is its own.
+"""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+from bench.report import Record
+
+MIB = 1024 * 1024
+# A shorter limit than the default 120 s, so the bench shows the limit at work sooner.
+TIMEOUT_S = 30
+MEMORY_MB = 1024
+
+
+def _pdf_bomb(text_bytes: int, pages: int = 1) -> bytes:
+    line = b"BT /F1 12 Tf 72 720 Td (" + b"A" * 1000 + b") Tj ET\n"
+    stream = zlib.compress(line * (text_bytes // len(line)), 9)
+    page = (
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R "
+        b"/Resources << /Font << /F1 4 0 R >> >> >>"
+    )
+    kids = b" ".join(b"%d 0 R" % (5 + i) for i in range(pages))
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [" + kids + b"] /Count %d >>" % pages,
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        *[page] * pages,
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        xref,
+    )
+    return bytes(out)
+
+
+CASES: dict[str, tuple[str, bytes]] = {
+    "pdf_bomb_3mb_text": ("bomb.pdf", _pdf_bomb(3 * MIB)),
+    "pdf_bomb_30_pages_x_10mb": ("pages-bomb.pdf", _pdf_bomb(10 * MIB, pages=30)),
+    "pdf_bomb_40mb_one_page": ("big-bomb.pdf", _pdf_bomb(40 * MIB)),
+    "html_nested_50k": ("nested.html", b"<div>" * 50_000 + b"deep" + b"</div>" * 10),
+    "heading_100k_spaces": ("heading.md", b"# a" + b" " * 100_000 + b"b\n\ntext\n"),
+    "nul_bytes_text": ("nuls.txt", b"before\x00after\x00" * 1000),
+    "empty_pdf": ("empty.pdf", b""),
+    "one_line_101mb": ("one-line.txt", b"x" * (101 * MIB)),
+}
+
+
+def run() -> Record:
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="tvdb-hostile-") as folder:
+        for name, (filename, data) in CASES.items():
+            path = Path(folder) / filename
+            path.write_bytes(data)
+            done = subprocess.run(
+                [sys.executable, "-m", "bench.hostile", str(path)],
+                capture_output=True,
+                text=True,
+                check=True,
+                env={
+                    **os.environ,
+                    "TVDB_PARSE_TIMEOUT_S": str(TIMEOUT_S),
+                    "TVDB_PARSE_MEMORY_MB": str(MEMORY_MB),
+                },
+            )
+            results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+            path.unlink()
+    worst_seconds = max(r["seconds"] for r in results.values())
+    worst_mib = max(r["peak_rss_mib"] for r in results.values())
+    return {
+        "measurement": "hostile_documents",
+        "result": round(worst_seconds, 2),
+        "target": f"each a document or one error within {TIMEOUT_S} s (+5) and {MEMORY_MB} MB",
+        "met": worst_seconds < TIMEOUT_S + 5 and worst_mib < MEMORY_MB + 300,
+        "peak_rss_mib": worst_mib,
+        "cases": {
+            k: f"{v['seconds']:.2f} s, {v['peak_rss_mib']:.0f} MiB: {v['outcome']}"
+            for k, v in results.items()
+        },  # fmt: skip
+    }
+
+
+def _one(path: Path) -> dict[str, object]:
+    from tvdb_assets.lib import stages
+    from tvdb_assets.lib.ids import partition_key_for
+    from tvdb_assets.lib.parsing import LocalParser
+    from tvdb_assets.lib.store.registry import InboxFile
+    from tvdb_assets.lib.uploads import LocalInbox
+
+    uploads = LocalInbox(path.parent)
+    stat = path.stat()
+    file = InboxFile(
+        partition_key_for(path.name), path.name, stat.st_size, stat.st_mtime_ns,
+        uploads.sha256(path.name),
+    )  # fmt: skip
+    started = time.perf_counter()
+    (outcome,) = stages.parse_batch(uploads, LocalParser(), [file])
+    seconds = time.perf_counter() - started
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    said = (
+        f"failed: {outcome.error.reason}"
+        if outcome.error
+        else f"{len(outcome.document.markdown):,} chars"
+        if outcome.document
+        else "?"
+    )
+    return {"seconds": seconds, "peak_rss_mib": max(own, worker) / 1024, "outcome": said}
+
+
+if __name__ == "__main__":
+    print(json.dumps(_one(Path(sys.argv[1]))))

@@ -149,6 +149,12 @@ def snapshot(database_url: str, prefixes: Sequence[str] = ("",)) -> dict[str, li
     return rows
 
 
+def has_table(database_url: str, table: str) -> bool:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+    return bool(row and row[0])
+
+
 def unfinished(database_url: str) -> int:
     """Inbox files whose content is not stored (the same test the pipeline uses)."""
     with psycopg.connect(database_url) as conn:
@@ -173,11 +179,20 @@ def embedded_server(tvdb_home: Path) -> Iterator[str]:
         server.cleanup()
 
 
-def embedded_server_pid(tvdb_home: Path) -> int | None:
+def embedded_server_pid(tvdb_home: Path, ready: bool = True) -> int | None:
+    """The embedded server's pid once it is up and ready (or just alive), else None.
+
+    Postgres writes `postmaster.pid` line by line while it starts; its socket directory and
+    its `ready` status come last, so a URL read earlier points nowhere.
+    """
     pidfile = tvdb_home / "pgdata" / "postmaster.pid"
-    if not pidfile.exists():
+    try:
+        lines = pidfile.read_text().splitlines()
+    except FileNotFoundError:
         return None
-    pid = int(pidfile.read_text().splitlines()[0])
+    if not lines or (ready and (len(lines) < 8 or lines[7].strip() != "ready")):
+        return None
+    pid = int(lines[0])
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -185,7 +200,10 @@ def embedded_server_pid(tvdb_home: Path) -> int | None:
     return pid
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
+def wait_for(
+    condition: Callable[[], object], timeout: float, what: str, child: Child | None = None
+) -> None:
+    """Until `condition()` holds; fails at once, with its output, if `child` exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -193,19 +211,8 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None
                 return
         except psycopg.Error:
             pass  # the server, or the schema, is still being set up
+        if child is not None and child.process.poll() is not None:
+            raise AssertionError(f"tvdb exited first:\n{child.stdout}\n{child.stderr}")
         time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def orphans(database_url: str) -> dict[str, int]:
-    """Rows that belong to nothing: chunks of no document, documents of no upload."""
-    with psycopg.connect(database_url) as conn:
-        chunks = conn.execute(
-            "SELECT count(*) FROM chunks c WHERE NOT EXISTS "
-            "(SELECT 1 FROM documents d WHERE d.partition_key = c.partition_key)"
-        ).fetchone()
-        docs = conn.execute(
-            "SELECT count(*) FROM documents d WHERE NOT EXISTS "
-            "(SELECT 1 FROM inbox_files i WHERE i.partition_key = d.partition_key)"
-        ).fetchone()
-    return {"chunks": chunks[0] if chunks else 0, "documents": docs[0] if docs else 0}
+    said = f"\nits output so far:\n{child.stdout}\n{child.stderr[-3000:]}" if child else ""
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}{said}")

@@ -100,12 +100,14 @@ def parse_batch(
     before (any file, any name), several documents at a time (`concurrency`), and what it
     returns is cached; local parsing is CPU-bound and spreads over processes instead.
     """
-    if not getattr(parser, "cacheable", False) or conn is None:
+    if parser.runs_locally:
         return _parse_locally(uploads, parser, files)
+    if not parser.cacheable or conn is None:
+        return [_parse_one(uploads, parser, f) for f in files]
 
     known = parse_cache.lookup(conn, parser.name, (f.sha256 for f in files))
     outcomes: list[ParseOutcome | None] = [None] * len(files)
-    with ThreadPoolExecutor(max_workers=max(1, getattr(parser, "concurrency", 1))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, parser.concurrency)) as pool:
         futures = {
             pool.submit(_parse_one, uploads, parser, f, known.get(f.sha256)): i
             for i, f in enumerate(files)

@@ -29,6 +29,12 @@ class Parser(ABC):
     """
 
     name: str
+    # A paid service: results are cached by content hash, so the same bytes are paid once.
+    cacheable: bool = False
+    # Documents the parser may work on at once (threads waiting on a service).
+    concurrency: int = 1
+    # CPU-bound work on this machine: spread over processes, each document within limits.
+    runs_locally: bool = False
 
     @abstractmethod
     def parse(self, path: str, data: bytes) -> ParsedDocument:

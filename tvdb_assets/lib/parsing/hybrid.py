@@ -18,7 +18,9 @@ class HybridParser(Parser):
         self.real = real
         self.local = local
         self.name = real.name
-        self.concurrency = getattr(real, "concurrency", 1)
+        # Its service results are worth caching as the service's own; fallbacks never are.
+        self.cacheable = real.cacheable
+        self.concurrency = real.concurrency
 
     def parse(self, path: str, data: bytes) -> ParsedDocument:
         try:

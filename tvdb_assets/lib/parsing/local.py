@@ -15,6 +15,7 @@ class LocalParser(Parser):
     """Parses by kind (see `detect_kind`); each result names the route, e.g. 'local/pdf'."""
 
     name = "local"
+    runs_locally = True
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         if max_bytes <= 0:

@@ -12,10 +12,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 from bench.report import Record
+from tvdb_assets_tests.bombs import pdf_bomb
 
 MIB = 1024 * 1024
 # A shorter limit than the default 120 s, so the bench shows the limit at work sooner.
@@ -23,40 +23,10 @@ TIMEOUT_S = 30
 MEMORY_MB = 1024
 
 
-def _pdf_bomb(text_bytes: int, pages: int = 1) -> bytes:
-    line = b"BT /F1 12 Tf 72 720 Td (" + b"A" * 1000 + b") Tj ET\n"
-    stream = zlib.compress(line * (text_bytes // len(line)), 9)
-    page = (
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R "
-        b"/Resources << /Font << /F1 4 0 R >> >> >>"
-    )
-    kids = b" ".join(b"%d 0 R" % (5 + i) for i in range(pages))
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [" + kids + b"] /Count %d >>" % pages,
-        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-        *[page] * pages,
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return bytes(out)
-
-
 CASES: dict[str, tuple[str, bytes]] = {
-    "pdf_bomb_3mb_text": ("bomb.pdf", _pdf_bomb(3 * MIB)),
-    "pdf_bomb_30_pages_x_10mb": ("pages-bomb.pdf", _pdf_bomb(10 * MIB, pages=30)),
-    "pdf_bomb_40mb_one_page": ("big-bomb.pdf", _pdf_bomb(40 * MIB)),
+    "pdf_bomb_3mb_text": ("bomb.pdf", pdf_bomb(3 * MIB)),
+    "pdf_bomb_30_pages_x_10mb": ("pages-bomb.pdf", pdf_bomb(10 * MIB, pages=30)),
+    "pdf_bomb_40mb_one_page": ("big-bomb.pdf", pdf_bomb(40 * MIB)),
     "html_nested_50k": ("nested.html", b"<div>" * 50_000 + b"deep" + b"</div>" * 10),
     "heading_100k_spaces": ("heading.md", b"# a" + b" " * 100_000 + b"b\n\ntext\n"),
     "nul_bytes_text": ("nuls.txt", b"before\x00after\x00" * 1000),

@@ -89,16 +89,16 @@ def load(conn: psycopg.Connection, partition_keys: Sequence[str]) -> Iterator[Do
 
 def hashes(conn: psycopg.Connection, partition_keys: Sequence[str]) -> dict[str, str]:
     """partition key -> content hash of the stored document."""
-    rows = conn.execute(
-        "SELECT partition_key, sha256 FROM documents WHERE partition_key = ANY(%s)",
-        (list(partition_keys),),
-    ).fetchall()
-    return dict(rows)
+    return _by_key(conn, partition_keys, "sha256")
 
 
 def paths(conn: psycopg.Connection, partition_keys: Sequence[str]) -> dict[str, str]:
+    return _by_key(conn, partition_keys, "path")
+
+
+def _by_key(conn: psycopg.Connection, partition_keys: Sequence[str], column: str) -> dict[str, str]:
     rows = conn.execute(
-        "SELECT partition_key, path FROM documents WHERE partition_key = ANY(%s)",
+        f"SELECT partition_key, {column} FROM documents WHERE partition_key = ANY(%s)",
         (list(partition_keys),),
     ).fetchall()
     return dict(rows)

@@ -56,19 +56,17 @@ def run(
     notice: Notice | None = None,
     poll_seconds: float = 1.0,
 ) -> IngestSummary:
-    runs: list[str] = []
-    failed_runs: list[str] = []
     # Autocommit: a claim or an owned run must be visible to others as soon as it is made.
     with _owner() as owner, store.connect(autocommit=True) as conn:
         fail_orphaned_runs(instance, conn)
         _retire(instance, conn, intake.changes.removed)
-        batch = Batches(instance, defs, conn, owner, run_config, batch_size)
+        batches = Batches(instance, defs, conn, owner, run_config, batch_size)
+        interrupted = False
         try:
-            batch.finish([f.partition_key for f in intake.wanted], progress, notice, poll_seconds)
+            batches.finish([f.partition_key for f in intake.wanted], progress, notice, poll_seconds)
         except (Interrupted, KeyboardInterrupt):
-            return summarize(intake, batch.runs, batch.failed_runs, interrupted=True)
-        runs, failed_runs = batch.runs, batch.failed_runs
-    return summarize(intake, runs, failed_runs)
+            interrupted = True
+    return summarize(intake, batches.runs, batches.failed_runs, interrupted)
 
 
 @contextmanager

@@ -29,11 +29,6 @@ class InboxChanges:
     removed: list[InboxFile] = field(default_factory=list)
     # Content not (yet) stored: new, changed, and whatever an interrupted run left undone.
     unfinished: list[InboxFile] = field(default_factory=list)
-    refused: list[IngestError] = field(default_factory=list)  # entries that are no file
-
-    @property
-    def to_ingest(self) -> list[InboxFile]:
-        return self.unfinished
 
     @property
     def resumed(self) -> list[InboxFile]:
@@ -90,12 +85,12 @@ def refresh(
         registry.upsert(conn, changes.added + changes.changed + changes.touched)
         if changes.removed:
             registry.retire(conn, [f.partition_key for f in changes.removed])
-        changes.refused = _record_refused(conn, listing)
+        _record_refused(conn, listing)
         changes.unfinished = registry.unfinished(conn)
     return changes
 
 
-def _record_refused(conn: psycopg.Connection, listing: Sequence[UploadInfo]) -> list[IngestError]:
+def _record_refused(conn: psycopg.Connection, listing: Sequence[UploadInfo]) -> None:
     """One error row per inbox entry that cannot be read as a file, kept once while it lasts.
 
     Such rows have no content hash; those whose entry is gone or readable now are closed.
@@ -116,7 +111,6 @@ def _record_refused(conn: psycopg.Connection, listing: Sequence[UploadInfo]) -> 
         dead_letters.record(
             conn, [e for e in refused if (e.partition_key, e.reason) not in already]
         )
-    return refused
 
 
 @dataclass

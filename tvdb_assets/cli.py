@@ -39,12 +39,13 @@ def _modes(args: argparse.Namespace) -> tuple[str, str]:
 def cmd_dry_run(args: argparse.Namespace) -> int:
     from tvdb_assets.defs.resources import EmbedderResource, OpenAICredentials, budget
     from tvdb_assets.lib import estimate, settings, store
+    from tvdb_assets.lib.ids import shown_path
     from tvdb_assets.lib.intake import inbox_targets
 
     parser_mode, embedder_mode = _modes(args)
     inbox = settings.uploads_dir()
     files = [
-        (dest.relative_to(inbox).as_posix(), src)
+        (shown_path(dest.relative_to(inbox).as_posix()), src)
         for src, dest in inbox_targets([Path(p) for p in args.paths], inbox).pairs
     ]
     embedder = EmbedderResource(credentials=OpenAICredentials())

@@ -12,7 +12,10 @@ from tvdb_assets_tests.conftest import Project
 
 LATIN1 = os.fsdecode(b"caf\xe9 latin-1.md")  # a name from an old archive, not UTF-8
 NFC, NFD = "caf\u00e9.md", "cafe\u0301.md"
-ODD_NAMES = [LATIN1, NFC, NFD, "x\\y.md", "two\nlines.md", "-starts-with-dash.md", 'say "hi".md']
+LONG = "l" * 240 + ".md"  # near the 255-byte limit of a file name
+ODD_NAMES = [
+    LATIN1, NFC, NFD, "x\\y.md", "two\nlines.md", "-starts-with-dash.md", 'say "hi".md', LONG
+]  # fmt: skip
 
 
 def write(path: Path, text: str) -> None:
@@ -40,6 +43,8 @@ def source_with_hostile_entries(root: Path) -> Path:
 
 def test_odd_names_and_links_in_a_source_folder(project: Project, tmp_path, capsys):
     source = source_with_hostile_entries(tmp_path)
+    assert main(["ingest", "--dry-run", str(source)]) == 0  # estimates, and lists them too
+    assert "archive/caf\\xe9 latin-1.md" in capsys.readouterr().out
 
     code = main(["ingest", str(source)])
     out = capsys.readouterr().out

@@ -6,7 +6,7 @@ import pytest
 from tvdb_assets.cli import main
 from tvdb_assets_tests.bombs import pdf_bomb
 from tvdb_assets_tests.conftest import Project
-from tvdb_assets_tests.corpus import pdf_bytes
+from tvdb_assets_tests.corpus import pdf_bytes, write_bad_files
 
 MIB = 1024 * 1024
 
@@ -35,9 +35,10 @@ def test_bombs_and_odd_files_fail_alone_and_cost_nothing(
     (source / "bomb.pdf").write_bytes(pdf_bomb(3 * MIB))  # 11 KB unpacking to 3 MB of text
     (source / "slow-bomb.pdf").write_bytes(pdf_bomb(10 * MIB, pages=30))  # 300 MB of text
     (source / "empty.pdf").write_bytes(b"")
-    (source / "truncated.pdf").write_bytes(pdf_bytes(["Cut short."])[:200])
+    (source / "cut.pdf").write_bytes(pdf_bytes(["Cut short."])[:200])
     (source / "nested.html").write_text("<div>" * 50_000 + "deep text" + "</div>" * 10)
     (source / "one-line.txt").write_bytes(b"x" * (101 * MIB))  # over max_file_mb
+    bad = write_bad_files(source)  # corrupt, truncated, encrypted, scanned, junk, png...
 
     assert main(["ingest", str(source)]) == 1
     out = capsys.readouterr().out
@@ -47,8 +48,10 @@ def test_bombs_and_odd_files_fail_alone_and_cost_nothing(
     assert "a compression bomb?" in failed["hostile/bomb.pdf"]
     assert "took longer than 4 s to parse" in failed["hostile/slow-bomb.pdf"]
     assert failed["hostile/empty.pdf"] == "empty file"
-    assert "corrupt PDF" in failed["hostile/truncated.pdf"]
+    assert "corrupt PDF" in failed["hostile/cut.pdf"]
     assert "file too large" in failed["hostile/one-line.txt"]
+    for name, reason in bad.items():
+        assert reason in failed[f"hostile/{name}"]
     for path in failed:
         assert f"failed: {path}: " in out
     with project.connect() as conn:

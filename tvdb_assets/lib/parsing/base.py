@@ -11,10 +11,12 @@ from tvdb_assets.lib.models import ParsedDocument
 # far below a compression bomb (70 MB of text from a 68 KB PDF).
 CHARS_PER_BYTE = 100
 MIN_CHARS = 2_000_000
+# And at most this many per document, whatever its size (a 100 MB text file fits).
+MAX_CHARS = 150_000_000
 
 
 def char_limit(upload_bytes: int) -> int:
-    return max(MIN_CHARS, CHARS_PER_BYTE * upload_bytes)
+    return min(MAX_CHARS, max(MIN_CHARS, CHARS_PER_BYTE * upload_bytes))
 
 
 # Postgres text holds neither NUL nor unpaired surrogates (which are not UTF-8).

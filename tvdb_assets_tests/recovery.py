@@ -216,3 +216,17 @@ def wait_for(
         time.sleep(0.2)
     said = f"\nits output so far:\n{child.stdout}\n{child.stderr[-3000:]}" if child else ""
     raise AssertionError(f"timed out after {timeout} s waiting for {what}{said}")
+
+
+def orphans(database_url: str) -> dict[str, int]:
+    """Rows that belong to nothing: chunks of no document, documents of no upload."""
+    with psycopg.connect(database_url) as conn:
+        chunks = conn.execute(
+            "SELECT count(*) FROM chunks c WHERE NOT EXISTS "
+            "(SELECT 1 FROM documents d WHERE d.partition_key = c.partition_key)"
+        ).fetchone()
+        docs = conn.execute(
+            "SELECT count(*) FROM documents d WHERE NOT EXISTS "
+            "(SELECT 1 FROM inbox_files i WHERE i.partition_key = d.partition_key)"
+        ).fetchone()
+    return {"chunks": chunks[0] if chunks else 0, "documents": docs[0] if docs else 0}

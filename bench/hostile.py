@@ -23,22 +23,24 @@ TIMEOUT_S = 30
 MEMORY_MB = 1024
 
 
-CASES: dict[str, tuple[str, bytes]] = {
-    "pdf_bomb_3mb_text": ("bomb.pdf", pdf_bomb(3 * MIB)),
-    "pdf_bomb_30_pages_x_10mb": ("pages-bomb.pdf", pdf_bomb(10 * MIB, pages=30)),
-    "pdf_bomb_40mb_one_page": ("big-bomb.pdf", pdf_bomb(40 * MIB)),
-    "html_nested_50k": ("nested.html", b"<div>" * 50_000 + b"deep" + b"</div>" * 10),
-    "heading_100k_spaces": ("heading.md", b"# a" + b" " * 100_000 + b"b\n\ntext\n"),
-    "nul_bytes_text": ("nuls.txt", b"before\x00after\x00" * 1000),
-    "empty_pdf": ("empty.pdf", b""),
-    "one_line_101mb": ("one-line.txt", b"x" * (101 * MIB)),
-}
+def cases() -> dict[str, tuple[str, bytes]]:
+    """name -> (file name, bytes); made when run, never on import by a case's process."""
+    return {
+        "pdf_bomb_3mb_text": ("bomb.pdf", pdf_bomb(3 * MIB)),
+        "pdf_bomb_30_pages_x_10mb": ("pages-bomb.pdf", pdf_bomb(10 * MIB, pages=30)),
+        "pdf_bomb_40mb_one_page": ("big-bomb.pdf", pdf_bomb(40 * MIB)),
+        "html_nested_50k": ("nested.html", b"<div>" * 50_000 + b"deep" + b"</div>" * 10),
+        "heading_100k_spaces": ("heading.md", b"# a" + b" " * 100_000 + b"b\n\ntext\n"),
+        "nul_bytes_text": ("nuls.txt", b"before\x00after\x00" * 1000),
+        "empty_pdf": ("empty.pdf", b""),
+        "one_line_101mb": ("one-line.txt", b"x" * (101 * MIB)),
+    }
 
 
 def run() -> Record:
     results = {}
     with tempfile.TemporaryDirectory(prefix="tvdb-hostile-") as folder:
-        for name, (filename, data) in CASES.items():
+        for name, (filename, data) in cases().items():
             path = Path(folder) / filename
             path.write_bytes(data)
             done = subprocess.run(

@@ -125,23 +125,23 @@ def parse_batch(
 def _parse_locally(
     uploads: UploadStore, parser: Parser, files: Sequence[InboxFile]
 ) -> list[ParseOutcome]:
-    """Text and markdown in this process (or the pool); PDF and HTML, whose cost is not
-    bounded by their size, each in a guarded worker with a time and memory limit."""
+    """Parse on this machine. A batch with any PDF or HTML, whose cost is not bounded by
+    their size, goes through guarded workers: each document within a time and memory
+    limit. Text and markdown alone need no guard and go as before (the pool if it pays)."""
     work = partial(_parse_one, uploads, parser)
-    risky = [f for f in files if _risky(uploads, f)]
-    guarded_keys = {f.partition_key for f in risky}
-    plain = [f for f in files if f.partition_key not in guarded_keys]
-    outcomes = {o.file.partition_key: o for o in workers.map_in_order(work, plain, len(plain))}
-    if risky:
-        limits = workers.Limits(settings.parse_seconds(), settings.parse_memory_mb())
-        guarded = workers.map_guarded(work, risky, limits, workers.worker_count())
-        for file, result in zip(risky, guarded, strict=True):
-            if isinstance(result, workers.Exceeded):
-                reason = f"{result.reason} to parse (limits: TVDB_PARSE_TIMEOUT_S, _MEMORY_MB)"
-                error = IngestError(file.partition_key, file.shown, "parse", reason, file.sha256)
-                result = ParseOutcome(file, None, error, 0.0)
-            outcomes[file.partition_key] = result
-    return [outcomes[f.partition_key] for f in files]
+    if not any(_risky(uploads, f) for f in files):
+        return list(workers.map_in_order(work, files, len(files)))
+    limits = workers.Limits(settings.parse_seconds(), settings.parse_memory_mb())
+    outcomes = []
+    for file, result in zip(
+        files, workers.map_guarded(work, files, limits, workers.worker_count()), strict=True
+    ):
+        if isinstance(result, workers.Exceeded):
+            reason = f"{result.reason} to parse (limits: TVDB_PARSE_TIMEOUT_S, _MEMORY_MB)"
+            error = IngestError(file.partition_key, file.shown, "parse", reason, file.sha256)
+            result = ParseOutcome(file, None, error, 0.0)
+        outcomes.append(result)
+    return outcomes
 
 
 def _risky(uploads: UploadStore, file: InboxFile) -> bool:

@@ -62,13 +62,13 @@ def busy_elsewhere(conn: psycopg.Connection, owner: int | None) -> dict[str, int
 
 def claim(conn: psycopg.Connection, owner: int, files: Sequence[InboxFile]) -> None:
     """Take these documents for `owner` (the caller checked that no live owner has them)."""
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO claims (partition_key, sha256, owner) VALUES (%s, %s, %s) "
-            "ON CONFLICT (partition_key) DO UPDATE SET sha256 = excluded.sha256, "
-            "owner = excluded.owner, claimed_at = now()",
-            [(f.partition_key, f.sha256, owner) for f in files],
-        )
+    conn.execute(
+        "INSERT INTO claims (partition_key, sha256, owner) "
+        "SELECT k, s, %s FROM unnest(%s::text[], %s::text[]) AS claimed(k, s) "
+        "ON CONFLICT (partition_key) DO UPDATE SET sha256 = excluded.sha256, "
+        "owner = excluded.owner, claimed_at = now()",
+        (owner, [f.partition_key for f in files], [f.sha256 for f in files]),
+    )
 
 
 def release(conn: psycopg.Connection, owner: int, partition_keys: Sequence[str]) -> None:

@@ -51,12 +51,12 @@ def mark_chunked(conn: psycopg.Connection, documents: Sequence[DocumentRow]) -> 
 
     A document parsed anew meanwhile has another hash, so it stays unfinished.
     """
-    with conn.cursor() as cur:
-        cur.executemany(
-            "UPDATE documents SET chunked_sha256 = sha256, indexed_at = NULL "
-            "WHERE partition_key = %s AND sha256 = %s",
-            [(d.partition_key, d.sha256) for d in documents],
-        )
+    conn.execute(
+        "UPDATE documents d SET chunked_sha256 = d.sha256, indexed_at = NULL "
+        "FROM unnest(%s::text[], %s::text[]) AS cut(partition_key, sha256) "
+        "WHERE d.partition_key = cut.partition_key AND d.sha256 = cut.sha256",
+        ([d.partition_key for d in documents], [d.sha256 for d in documents]),
+    )
 
 
 def mark_indexed(conn: psycopg.Connection, partition_keys: Sequence[str]) -> None:

@@ -1,4 +1,7 @@
-"""Ingest runs as Dagster stores them: which documents are in flight, and orphans to fail."""
+"""Ingest runs as Dagster stores them: which documents they hold, and orphans to fail."""
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import psycopg
@@ -8,6 +11,11 @@ from tvdb_assets.lib.store import claims
 
 INGEST_JOB = "ingest"
 PARTITION_TAG = "dagster/partition"
+# Set on a run failed because its process died: its documents are due again at once.
+ORPHANED_TAG = "tvdb/orphaned"
+# Documents of a run that failed by itself wait this long before the sensor asks again, so
+# a failure that repeats (a missing key, a bad deployment) never becomes a storm of runs.
+RETRY_FAILED_AFTER = timedelta(minutes=5)
 
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
@@ -20,6 +28,21 @@ IN_FLIGHT = [
 def in_flight_keys(instance: dg.DagsterInstance) -> set[str]:
     """The documents of ingest runs that are queued or running, whoever launched them."""
     runs = instance.get_runs(dg.RunsFilter(job_name=INGEST_JOB, statuses=IN_FLIGHT))
+    return _documents_of(instance, runs)
+
+
+def cooling_keys(instance: dg.DagsterInstance, now: datetime | None = None) -> set[str]:
+    """The documents of ingest runs that failed by themselves within RETRY_FAILED_AFTER."""
+    since = (now or datetime.now(UTC)) - RETRY_FAILED_AFTER
+    runs = instance.get_runs(
+        dg.RunsFilter(
+            job_name=INGEST_JOB, statuses=[dg.DagsterRunStatus.FAILURE], updated_after=since
+        )
+    )
+    return _documents_of(instance, [r for r in runs if ORPHANED_TAG not in r.tags])
+
+
+def _documents_of(instance: dg.DagsterInstance, runs: Sequence[dg.DagsterRun]) -> set[str]:
     if not runs:
         return set()
     order = list(instance.get_dynamic_partitions(DOCUMENTS))
@@ -45,6 +68,7 @@ def fail_orphaned_runs(instance: dg.DagsterInstance, conn: psycopg.Connection) -
     for run_id in orphans:
         run = instance.get_run_by_id(run_id)
         if run is not None and run.status in IN_FLIGHT:
+            instance.add_run_tags(run_id, {ORPHANED_TAG: "true"})
             instance.report_run_failed(
                 run, "The process running this ingest died before it finished."
             )

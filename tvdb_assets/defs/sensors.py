@@ -10,7 +10,7 @@ from tvdb_assets.defs.assets.indexing import chunks, embeddings
 from tvdb_assets.defs.assets.ingestion import parsed_documents
 from tvdb_assets.defs.partitions import DOCUMENTS, documents_partitions, range_tags
 from tvdb_assets.defs.resources import PostgresResource, UploadsResource
-from tvdb_assets.defs.runs import INGEST_JOB, fail_orphaned_runs, in_flight_keys
+from tvdb_assets.defs.runs import INGEST_JOB, cooling_keys, fail_orphaned_runs, in_flight_keys
 from tvdb_assets.lib import settings, sync
 
 ingest_job = dg.define_asset_job(
@@ -108,12 +108,19 @@ def inbox_sensor(
         orphans = fail_orphaned_runs(instance, conn)
         changes = sync.refresh(conn, uploads, listing)
         unfinished = [f.partition_key for f in changes.unfinished]
-        taken = sync.take(conn, unfinished, in_flight_keys(instance) if unfinished else ())
+        # Documents of queued or running runs, and of runs that failed by themselves a
+        # moment ago (retried after a pause, never in a storm), are left alone.
+        busy = in_flight_keys(instance) | cooling_keys(instance) if unfinished else set()
+        taken = sync.take(conn, unfinished, busy)
     if orphans:
         context.log.warning(f"marked {len(orphans)} run(s) of dead processes failed")
     if not (taken.mine or changes.removed):
         settled = InboxCursor(None if taken.elsewhere else mark, cursor.generation)
-        why = f"{len(taken.elsewhere)} document(s) in flight" if taken.elsewhere else "all stored"
+        why = (
+            f"{len(taken.elsewhere)} document(s) in flight or waiting to retry"
+            if taken.elsewhere
+            else "all stored"
+        )
         return dg.SensorResult(cursor=settled.dump(), skip_reason=why)
     existing = instance.get_dynamic_partitions(DOCUMENTS)
     plan = sync.plan_partitions(existing, taken.mine, settings.batch_size(), changes.removed)

@@ -1,9 +1,12 @@
 """The inbox sensor, evaluated as the daemon would, with Dagster's test utilities."""
 
+from datetime import timedelta
+
 import dagster as dg
 import psycopg
 
 from tvdb_assets.definitions import defs
+from tvdb_assets.defs import runs
 from tvdb_assets.defs.partitions import DOCUMENTS, RANGE_END_TAG, RANGE_START_TAG
 from tvdb_assets.defs.resources import PostgresResource, UploadsResource
 from tvdb_assets.defs.sensors import inbox_sensor
@@ -71,21 +74,47 @@ def test_documents_a_dead_run_left_undone_are_requested_again(project: Project, 
         project.write(path, f"# {path}\n\nText of {path}.\n")
     first = tick(instance, None)
     (request,) = first.run_requests
-    # The daemon launched the run; while it is in flight, ticks leave its documents alone.
+    # The run was launched; while it is in flight, ticks leave its documents alone.
     run = instance.create_run_for_job(
         defs.resolve_job_def("ingest"), tags=request.tags, status=dg.DagsterRunStatus.NOT_STARTED
     )
     waiting = tick(instance, first.cursor)
-    assert waiting.run_requests == [] and waiting.skip_message == "2 document(s) in flight"
+    assert waiting.run_requests == []
+    assert waiting.skip_message == "2 document(s) in flight or waiting to retry"
 
-    # Its worker died before storing anything: the run fails, the documents are still due.
-    instance.report_run_failed(run)
+    # The process running it died before storing anything (its owner is gone): the next
+    # tick fails the run and asks for its documents again at once.
+    with psycopg.connect(project.database_url, autocommit=True) as conn:
+        claims.own_run(conn, 4242, run.run_id)
     again = tick(instance, waiting.cursor)
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE  # type: ignore[union-attr]
     (retry,) = again.run_requests
     assert retry.tags == request.tags and retry.run_key != request.run_key
     launch(instance, again)
     assert project.scalar("SELECT count(*) FROM documents WHERE indexed_at IS NOT NULL") == 2
     assert tick(instance, again.cursor).skip_message == "all stored"
+
+
+def test_a_run_that_fails_by_itself_is_retried_after_a_pause_not_in_a_storm(
+    project: Project, instance, monkeypatch
+):
+    project.write("a.md", "# a\n\nText.\n")
+    first = tick(instance, None)
+    (request,) = first.run_requests
+    run = instance.create_run_for_job(
+        defs.resolve_job_def("ingest"),
+        tags={**request.tags, "dagster/partition": request.partition_key},
+        status=dg.DagsterRunStatus.NOT_STARTED,
+    )
+    instance.report_run_failed(run)  # say, a missing key failed the whole run
+
+    paused = tick(instance, first.cursor)
+    assert paused.run_requests == []
+    assert paused.skip_message == "1 document(s) in flight or waiting to retry"
+
+    monkeypatch.setattr(runs, "RETRY_FAILED_AFTER", timedelta(0))  # the pause is over
+    (retry,) = tick(instance, paused.cursor).run_requests
+    assert retry.partition_key == request.partition_key
 
 
 def test_changed_files_rerun_and_deleted_files_retire(project: Project, instance):

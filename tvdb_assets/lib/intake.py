@@ -160,10 +160,9 @@ def take_in(sources: Sequence[Path]) -> Intake:
     uploads = LocalInbox(inbox)
     with store.connect() as conn:
         changes = sync.refresh(conn, uploads, list(uploads.list()))
-        orphans = claims.orphaned_runs(conn)
-        wanted = [f.partition_key for f in changes.unfinished if f.path in ours]
-        stored = documents.hashes(conn, wanted)
-    return Intake(ours, targets.skipped, changes, orphans, stored, started)
+        intake = Intake(ours, targets.skipped, changes, claims.orphaned_runs(conn), {}, started)
+        intake.stored.update(documents.hashes(conn, [f.partition_key for f in intake.wanted]))
+    return intake
 
 
 def summarize(

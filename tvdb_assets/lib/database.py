@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -53,7 +53,7 @@ def _forget_dead_users(pgdata: Path) -> None:
     after this one stops it again.
     """
     # pgserver 0.1.4 keeps the list in this file and guards it with this class-wide lock;
-    # tests/test_recovery.py fails if either moves.
+    # the leak test in tvdb_assets_tests/test_recovery.py fails if either moves.
     from pgserver.postgres_server import PostgresServer
 
     handles = pgdata / ".handle_pids.json"
@@ -100,8 +100,7 @@ def database_url() -> str:
 def location(url: str | None = None) -> str:
     """Where a database is, for messages: host (or socket directory), port and name only."""
     parts = urlsplit(url or os.environ.get("TVDB_DATABASE_URL") or "")
-    query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
-    host = parts.hostname or query.get("host") or "localhost"
+    host = parts.hostname or parse_qs(parts.query).get("host", ["localhost"])[0]
     port = f":{parts.port}" if parts.port else ""
     return f"{host}{port}/{parts.path.lstrip('/')}"
 

@@ -65,6 +65,8 @@ def fail_orphaned_runs(instance: dg.DagsterInstance, conn: psycopg.Connection) -
     (`run_monitoring` in dagster.yaml).
     """
     orphans = claims.orphaned_runs(conn)
+    if not orphans:
+        return orphans
     for run_id in orphans:
         run = instance.get_run_by_id(run_id)
         if run is not None and run.status in IN_FLIGHT:

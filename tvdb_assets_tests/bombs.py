@@ -6,8 +6,10 @@ import zlib
 def pdf_bomb(text_bytes: int, pages: int = 1) -> bytes:
     """A valid PDF whose one compressed content stream, shared by every page, unpacks to
     `text_bytes` of text-showing operators: a few KB of file, megabytes of text per page."""
-    line = b"BT /F1 12 Tf 72 720 Td (" + b"A" * 1000 + b") Tj ET\n"
-    stream = zlib.compress(line * (text_bytes // len(line)), 9)
+    # Each line a step below the last: text drawn over itself is shown (and extracted) once.
+    line = b"(" + b"A" * 1000 + b") Tj 0 -1 Td\n"
+    text = b"BT /F1 1 Tf 72 720 Td\n" + line * (text_bytes // len(line)) + b"ET\n"
+    stream = zlib.compress(text, 9)
     kids = b" ".join(b"%d 0 R" % (5 + i) for i in range(pages))
     page = (
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R "

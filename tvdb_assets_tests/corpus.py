@@ -41,7 +41,7 @@ def write_bad_files(directory: PathLike) -> dict[str, str]:
         "corrupt.pdf": (b"%PDF-1.7\n" + _random_bytes(2048, seed=1), "corrupt PDF"),
         # An upload cut short.
         "truncated.pdf": (good[: len(good) // 2], "corrupt PDF (EOF marker not found)"),
-        "encrypted.pdf": (_encrypted_pdf(good), "encrypted PDF"),
+        "encrypted.pdf": (encrypted_pdf(good, "s3cret"), "encrypted PDF (needs a password)"),
         # Pages with drawings but no text layer, like a scan.
         "scanned.pdf": (_textless_pdf(), "no extractable text"),
         "empty.txt": (b"", "empty file"),
@@ -82,10 +82,10 @@ def _random_bytes(n: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(n)
 
 
-def _encrypted_pdf(pdf: bytes) -> bytes:
+def encrypted_pdf(pdf: bytes, user_password: str, algorithm: str = "RC4-128") -> bytes:
+    """`pdf` encrypted; an empty user password only restricts what a reader may do."""
     writer = PdfWriter(clone_from=PdfReader(io.BytesIO(pdf)))
-    # RC4 works without the optional `cryptography` package, which AES would need.
-    writer.encrypt(user_password="s3cret", owner_password="0wner", algorithm="RC4-128")
+    writer.encrypt(user_password=user_password, owner_password="0wner", algorithm=algorithm)
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()

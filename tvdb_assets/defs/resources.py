@@ -15,11 +15,9 @@ import psycopg
 from tvdb_assets.lib import services, settings, store
 from tvdb_assets.lib.billing import Ledger
 from tvdb_assets.lib.embedding import Embedder, MockEmbedder
-from tvdb_assets.lib.embedding.openai_embedder import OpenAIEmbedder
 from tvdb_assets.lib.embedding.unavailable import UnavailableEmbedder
 from tvdb_assets.lib.parsing import LocalParser, Parser
 from tvdb_assets.lib.parsing.hybrid import HybridParser, UnavailableParser
-from tvdb_assets.lib.parsing.llamaparse import LlamaParseParser
 from tvdb_assets.lib.resilience import CircuitBreaker
 from tvdb_assets.lib.settings import Mode
 from tvdb_assets.lib.store.ledger import Budget, CallContext
@@ -92,6 +90,10 @@ class ParserResource(ServiceResource):
         return HybridParser(real, local) if self.mode == "hybrid" else real
 
     def _real(self, call: CallContext | None) -> Parser:
+        # Imported here: the LlamaParse SDK takes about 2 s to import, which mock mode and
+        # every process that never calls it must not pay.
+        from tvdb_assets.lib.parsing.llamaparse import LlamaParseParser
+
         api_key = self._key(self.credentials.api_key, "LLAMA_CLOUD_API_KEY", "parser")
         if api_key is None:
             return UnavailableParser("llamaparse", "LLAMA_CLOUD_API_KEY is not set")
@@ -133,6 +135,8 @@ class EmbedderResource(ServiceResource):
         return real
 
     def _real(self, call: CallContext | None) -> Embedder:
+        from tvdb_assets.lib.embedding.openai_embedder import OpenAIEmbedder  # as LlamaParse
+
         api_key = self._key(self.credentials.api_key, "OPENAI_API_KEY", "embedder")
         if api_key is None:
             return UnavailableEmbedder(self.model, self.dims, "OPENAI_API_KEY is not set")

@@ -130,14 +130,15 @@ def _parse_locally(
     limit. Text and markdown alone need no guard and go as before (the pool if it pays)."""
     work = partial(_parse_one, uploads, parser)
     if not any(_risky(uploads, f) for f in files):
-        return list(workers.map_in_order(work, files, len(files)))
+        return workers.map_in_order(work, files)
     limits = workers.Limits(settings.parse_seconds(), settings.parse_memory_mb())
     outcomes = []
-    for file, result in zip(
-        files, workers.map_guarded(work, files, limits, workers.worker_count()), strict=True
-    ):
+    for file, result in zip(files, workers.map_guarded(work, files, limits), strict=True):
         if isinstance(result, workers.Exceeded):
-            reason = f"{result.reason} to parse (limits: TVDB_PARSE_TIMEOUT_S, _MEMORY_MB)"
+            reason = result.reason
+            if result.limit:
+                detail = f"; {result.detail}" if result.detail else ""
+                reason += f" to parse (limits: TVDB_PARSE_TIMEOUT_S, _MEMORY_MB{detail})"
             error = IngestError(file.partition_key, file.shown, "parse", reason, file.sha256)
             result = ParseOutcome(file, None, error, 0.0)
         outcomes.append(result)
@@ -190,7 +191,7 @@ def _chunk_one(settings: ChunkSettings, document: DocumentRow) -> list[ChunkRow]
 
 def chunk_batch(settings: ChunkSettings, documents: Sequence[DocumentRow]) -> list[list[ChunkRow]]:
     """Chunk each document (in document order), spread over processes for large batches."""
-    return list(workers.map_in_order(partial(_chunk_one, settings), documents, len(documents)))
+    return workers.map_in_order(partial(_chunk_one, settings), documents)
 
 
 @dataclass

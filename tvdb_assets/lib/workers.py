@@ -1,12 +1,20 @@
-"""Worker processes: a pool for CPU-bound stages where it pays, and guarded workers that give
-each risky document (PDF, HTML) a time and memory limit of its own."""
+"""Worker processes that live as long as the process that uses them: parsing and chunking
+are CPU-bound, and a risky document (PDF, HTML) gets a time and memory limit of its own.
 
+One pool per process, started on first use and stopped at exit, so an ingest or a run pays
+the workers' start-up (an interpreter and our imports each) once, not once per batch. It is
+used from one thread at a time: a run's assets, and the CLI's batches, go one after another.
+"""
+
+import atexit
 import multiprocessing
 import os
+import resource
+import signal
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, TypeVar
@@ -14,26 +22,12 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
-# Below this many items a pool's start-up costs more than it saves.
+# Below this many items, while no pool runs yet, starting one costs more than it saves.
 MIN_ITEMS_FOR_POOL = 16
 
 
 def worker_count() -> int:
     return int(os.environ.get("TVDB_WORKERS", "0")) or (os.cpu_count() or 1)
-
-
-def map_in_order(function: Callable[[T], R], items: Iterable[T], size_hint: int) -> Iterator[R]:
-    """`map(function, items)`, spread over processes when there are enough items and cores.
-
-    Spawned (not forked) workers: the caller may be a Dagster run worker with threads.
-    """
-    workers = min(worker_count(), max(1, size_hint // MIN_ITEMS_FOR_POOL))
-    if workers <= 1:
-        yield from map(function, items)
-        return
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        yield from pool.map(function, items, chunksize=8)
 
 
 @dataclass(frozen=True)
@@ -46,74 +40,137 @@ class Limits:
 class Exceeded:
     """An item that did not finish within its limits, or whose worker broke, and why."""
 
-    reason: str
+    reason: str  # "took longer than 4 s", "needed more than 48 MB", "parser failed (...)"
+    limit: bool = False  # whether a time or memory limit stopped it
+    detail: str = ""
+
+
+class WorkerFailed(RuntimeError):
+    """A worker broke on an item that had no limits to blame: a bug, not a bad document."""
 
 
 def map_guarded(
-    function: Callable[[T], R], items: Sequence[T], limits: Limits, workers: int
+    function: Callable[[T], R], items: Sequence[T], limits: Limits
 ) -> list[R | Exceeded]:
-    """`[function(item) for item in items]`, each call in a spawned worker within `limits`.
+    """`[function(item) for item in items]` in the pool's workers, each call within `limits`.
 
-    A worker past its time is killed and replaced; one that runs out of memory (a MemoryError
-    under its RLIMIT_AS), raises, or dies is replaced too. Every item gets a result, in
-    order: one bad document never stops the others. `function` must be picklable.
+    A worker past its time is killed and replaced; one that runs out of memory, raises or
+    dies is replaced too. Every item gets a result, in order: one bad document never stops
+    the others. `function` must be picklable.
     """
-    results: list[R | Exceeded | None] = [None] * len(items)
-    pending = deque(enumerate(items))
-    context = multiprocessing.get_context("spawn")
-    idle: list[_Worker] = []
-    busy: dict[Connection, tuple[_Worker, int, float]] = {}
+    return _pool().map(function, items, limits)
 
-    def start() -> "_Worker":
-        return _Worker(context, function, limits.memory_mb)
 
-    try:
-        idle = [start() for _ in range(max(1, min(workers, len(items))))]
-        while pending or busy:
-            while idle and pending:
-                worker = idle.pop()
-                index, item = pending.popleft()
-                worker.conn.send(item)
-                busy[worker.conn] = (worker, index, time.monotonic() + limits.seconds)
-            next_deadline = min(deadline for _, _, deadline in busy.values())
-            for conn in wait(list(busy), timeout=max(0.0, next_deadline - time.monotonic())):
-                worker, index, _ = busy.pop(conn)  # type: ignore[arg-type]
-                outcome = worker.receive()
-                results[index] = outcome
-                if isinstance(outcome, Exceeded):
-                    worker.stop()
-                    worker = start()
-                idle.append(worker)
-            now = time.monotonic()
-            for conn, (worker, index, deadline) in list(busy.items()):
-                if now >= deadline:
-                    del busy[conn]
-                    worker.stop()
-                    results[index] = Exceeded(f"took longer than {limits.seconds:g} s")
-                    idle.append(start())
-    finally:
-        for worker in idle + [w for w, _, _ in busy.values()]:
+def map_in_order(function: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """`[function(item) for item in items]`, in the pool when there are enough items."""
+    if worker_count() <= 1 or (_POOL is None and len(items) < MIN_ITEMS_FOR_POOL):
+        return [function(item) for item in items]
+    results = _pool().map(function, items, None)
+    for item, result in zip(items, results, strict=True):
+        if isinstance(result, Exceeded):
+            raise WorkerFailed(f"a worker failed on {item!r:.80}: {result.reason}")
+    return results  # type: ignore[return-value]  # no Exceeded left
+
+
+class Pool:
+    """`size` spawned (not forked: the caller may be a Dagster run with threads) workers."""
+
+    def __init__(self, size: int) -> None:
+        self._context = multiprocessing.get_context("spawn")
+        self._workers = [_Worker(self._context) for _ in range(size)]
+        self._lock = threading.Lock()
+
+    def map(
+        self, function: Callable[[T], R], items: Sequence[T], limits: Limits | None
+    ) -> list[R | Exceeded]:
+        with self._lock:
+            return self._map(function, items, limits)
+
+    def _map(
+        self, function: Callable[[T], R], items: Sequence[T], limits: Limits | None
+    ) -> list[R | Exceeded]:
+        results: list[Any] = [None] * len(items)
+        done = [False] * len(items)
+        pending = deque(enumerate(items))
+        idle = list(self._workers)
+        busy: dict[Connection, tuple[_Worker, int, float]] = {}
+        seconds = limits.seconds if limits else float("inf")
+        memory_mb = limits.memory_mb if limits else None
+        try:
+            while pending or busy:
+                while idle and pending:
+                    worker = idle.pop()
+                    index, item = pending.popleft()
+                    worker.send(function, item, memory_mb)
+                    busy[worker.conn] = (worker, index, time.monotonic() + seconds)
+                next_deadline = min(deadline for _, _, deadline in busy.values())
+                timeout = None if next_deadline == float("inf") else next_deadline
+                if timeout is not None:
+                    timeout = max(0.0, timeout - time.monotonic())
+                for conn in wait(list(busy), timeout=timeout):
+                    worker, index, _ = busy.pop(conn)  # type: ignore[arg-type]
+                    results[index], done[index] = worker.receive(memory_mb), True
+                    idle.append(worker if worker.alive() else self._replace(worker))
+                now = time.monotonic()
+                for conn, (worker, index, deadline) in list(busy.items()):
+                    if now >= deadline:
+                        del busy[conn]
+                        results[index] = Exceeded(f"took longer than {seconds:g} s", limit=True)
+                        done[index] = True
+                        idle.append(self._replace(worker))
+        finally:
+            # Interrupted (Ctrl-C, a lost database): workers still on an item are replaced,
+            # so the next map never reads a stale reply.
+            for worker, _, _ in busy.values():
+                self._replace(worker)
+        return results
+
+    def _replace(self, worker: "_Worker") -> "_Worker":
+        worker.stop()
+        fresh = _Worker(self._context)
+        self._workers[self._workers.index(worker)] = fresh
+        return fresh
+
+    def close(self) -> None:
+        for worker in self._workers:
             worker.stop()
-    return [r for r in results if r is not None]
+
+
+_POOL: Pool | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> Pool:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = Pool(worker_count())
+            atexit.register(_POOL.close)
+        return _POOL
 
 
 class _Worker:
-    def __init__(self, context: Any, function: Callable, memory_mb: int) -> None:
+    def __init__(self, context: Any) -> None:
         self.conn, child = context.Pipe()
-        self.process = context.Process(
-            target=_serve, args=(child, function, memory_mb), daemon=True
-        )
+        self.process = context.Process(target=_serve, args=(child,), daemon=True)
         self.process.start()
         child.close()
 
-    def receive(self) -> Any:
+    def send(self, function: Callable, item: Any, memory_mb: int | None) -> None:
+        self.conn.send((function, item, memory_mb))
+
+    def receive(self, memory_mb: int | None) -> Any:
         try:
             status, value = self.conn.recv()
         except (EOFError, OSError):
-            return Exceeded("the parsing process died (out of memory?)")
+            self.process.join(1)
+            return _death(self.process.exitcode, memory_mb)
         if status == "ok":
             return value
-        return Exceeded(value)
+        return Exceeded(value, limit=status == "memory")
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
 
     def stop(self) -> None:
         if self.process.is_alive():
@@ -122,32 +179,44 @@ class _Worker:
         self.conn.close()
 
 
-def _serve(conn: Connection, function: Callable, memory_mb: int) -> None:
-    """A worker's loop: one item in, one (status, value) out, until the pipe closes."""
-    _limit_memory(memory_mb)
+def _death(exitcode: int | None, memory_mb: int | None) -> Exceeded:
+    how = signal.Signals(-exitcode).name if exitcode and exitcode < 0 else f"exit {exitcode}"
+    if memory_mb is not None:
+        # Native parsers (PDFium) abort when an allocation fails under the address-space
+        # limit rather than raise MemoryError; that limit is by far the likeliest cause.
+        return Exceeded(f"needed more than {memory_mb} MB", True, f"the worker stopped: {how}")
+    return Exceeded(f"the worker process stopped ({how})")
+
+
+def _serve(conn: Connection) -> None:
+    """A worker's loop: (function, item, memory limit) in, (status, value) out, until the
+    pipe closes."""
+    _, unlimited = resource.getrlimit(resource.RLIMIT_AS)
     while True:
         try:
-            item = conn.recv()
+            function, item, memory_mb = conn.recv()
         except EOFError:
             return
+        if memory_mb is not None:
+            _limit_memory(memory_mb, unlimited)
         try:
             reply: tuple[str, Any] = ("ok", function(item))
         except MemoryError:
-            reply = ("memory", f"needed more than {memory_mb} MB")
+            reply = ("memory", f"needed more than {memory_mb} MB")  # a limit, said as one
         except RecursionError:
             reply = ("error", "nested too deeply to parse")
         except Exception as exc:  # a parser bug must fail one document, not the batch
             reply = ("error", f"parser failed ({type(exc).__name__}: {str(exc)[:200]})")
+        finally:
+            # The soft limit may rise again up to the hard one: lift it between items.
+            resource.setrlimit(resource.RLIMIT_AS, (unlimited, unlimited))
         conn.send(reply)
 
 
-def _limit_memory(memory_mb: int) -> None:
+def _limit_memory(memory_mb: int, hard: int) -> None:
     """Cap this process's address space at what it uses now plus `memory_mb`."""
-    import resource
-
     with open("/proc/self/statm") as statm:
         used = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
     limit = used + memory_mb * 1024 * 1024
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)

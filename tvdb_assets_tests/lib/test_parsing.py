@@ -8,7 +8,13 @@ import pytest
 from tvdb_assets.lib.errors import DocumentError
 from tvdb_assets.lib.models import ParsedDocument
 from tvdb_assets.lib.parsing import Kind, LocalParser, Parser, decode_text, detect_kind
-from tvdb_assets_tests.corpus import pdf_bytes, write_bad_files, write_encoded_files, write_pdf
+from tvdb_assets_tests.corpus import (
+    encrypted_pdf,
+    pdf_bytes,
+    write_bad_files,
+    write_encoded_files,
+    write_pdf,
+)
 
 SAMPLES = Path(__file__).resolve().parents[2] / "data" / "samples"
 
@@ -117,6 +123,36 @@ def test_html_keeps_structure_and_drops_noise() -> None:
     assert "\n\n\n" not in before_code and "\n\n\n" not in after_code
 
 
+def test_html_drops_hidden_and_role_chrome_and_script_links() -> None:
+    html = (
+        b'<div role="navigation">Jump to menu</div><div aria-hidden="true">decor</div>'
+        b'<p>Read <a href="https://example.com/tea">the guide</a> or '
+        b'<a href="javascript:open(1)">click</a>; <img src="data:image/png;base64,iVBORw0K" '
+        b'alt="A teapot"></p><pre><code class="lang-rust">fn main() {}</code></pre>'
+    )
+    md = parse("page.html", html).markdown
+    assert "Read [the guide](https://example.com/tea) or click; A teapot" in md
+    assert "```rust\nfn main() {}\n```" in md
+    for noise in ("Jump to menu", "decor", "javascript", "base64"):
+        assert noise not in md
+
+
+def test_html_with_unclosed_definition_lists_like_a_generated_manual() -> None:
+    # man2html and texinfo pages (the bash manual among them) leave <dt>/<dd>/<p> open by
+    # the thousand; a parser that nests each inside the last runs out of depth.
+    entries = "".join(f"<DT><B>option{n}</B><DD><P>Sets option {n}.\n" for n in range(3000))
+    html = f"<HTML><HEAD><TITLE>BASH(1)</TITLE></HEAD><BODY><DL COMPACT>{entries}</DL>"
+    md = parse("bash.html", html.encode()).markdown
+    assert md.startswith("# BASH(1)\n")
+    assert all(f"Sets option {n}." in md for n in (0, 1500, 2999))
+
+
+def test_html_nested_past_the_converters_depth_fails_instead_of_losing_text() -> None:
+    html = "<div>" * 5000 + "deep text" + "</div>" * 5000
+    with pytest.raises(DocumentError, match=r"^deep\.html: HTML nested too deeply"):
+        parse("deep.html", html.encode())
+
+
 def test_html_title_is_not_added_when_the_body_has_an_h1() -> None:
     html = b"<html><head><title>Site | Page</title></head><body><h1>Real</h1><p>x</p></body></html>"
     assert parse("p.htm", html).markdown == "# Real\n\nx\n"
@@ -145,6 +181,19 @@ def test_pdf_pages_and_page_starts(tmp_path: Path) -> None:
     for start, text in zip(doc.page_starts, pages, strict=True):
         assert doc.markdown[start : start + len(text)] == text
     assert doc.markdown == "\n\n".join(pages)
+
+
+@pytest.mark.parametrize("algorithm", ["RC4-128", "AES-128", "AES-256"])
+def test_pdf_encrypted_with_an_empty_user_password_opens(algorithm: str) -> None:
+    data = encrypted_pdf(pdf_bytes(["Printing is restricted.", "Page two."]), "", algorithm)
+    doc = parse("restricted.pdf", data)
+    assert (doc.markdown, doc.pages) == ("Printing is restricted.\n\nPage two.", 2)
+
+
+def test_pdf_encrypted_with_a_password_fails_with_the_reason() -> None:
+    data = encrypted_pdf(pdf_bytes(["Secret."]), "s3cret", "AES-256")
+    with pytest.raises(DocumentError, match=r"^locked\.pdf: encrypted PDF \(needs a password\)$"):
+        parse("locked.pdf", data)
 
 
 def test_pdf_with_a_text_extension_is_parsed_as_pdf() -> None:

@@ -6,7 +6,6 @@ Retry-After): `_UploadGate` turns a failed upload into our ServiceError at once,
 retry policy does not match, so `call_with_retries` is the one retry layer.
 """
 
-import io
 import logging
 import time
 from collections.abc import Callable
@@ -14,7 +13,6 @@ from collections.abc import Callable
 import httpx
 from llama_cloud_services import LlamaParse
 from llama_cloud_services.parse.base import JobFailedException
-from pypdf import PdfReader
 
 from tvdb_assets.lib import costs
 from tvdb_assets.lib.billing import Ledger
@@ -23,6 +21,7 @@ from tvdb_assets.lib.models import ParsedDocument
 from tvdb_assets.lib.parsing.base import Parser
 from tvdb_assets.lib.parsing.detect import Kind, detect_kind
 from tvdb_assets.lib.parsing.local import DEFAULT_MAX_BYTES
+from tvdb_assets.lib.parsing.pdf import count_pages
 from tvdb_assets.lib.resilience import CircuitBreaker, call_with_retries, classify_http
 from tvdb_assets.lib.store.ledger import CallContext
 
@@ -191,15 +190,7 @@ def _page_count(path: str, data: bytes, kind: Kind) -> int:
     """Pages LlamaParse will bill: checked locally first, so a corrupt PDF costs nothing."""
     if kind is not Kind.PDF:
         return 1
-    try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted:
-            raise DocumentError(path, "encrypted PDF")
-        return max(1, len(reader.pages))
-    except DocumentError:
-        raise
-    except Exception as exc:
-        raise DocumentError(path, f"corrupt PDF ({type(exc).__name__})") from None
+    return max(1, count_pages(path, data))
 
 
 def _clean(exc: Exception) -> str:

@@ -1,67 +1,50 @@
-"""PDF -> markdown, one page at a time, remembering where each page starts."""
+"""PDF -> markdown through PDFium (`pypdfium2`), one page at a time, remembering where each
+page starts."""
 
-import io
-import logging
-import zlib
-
-from pypdf import PasswordType, PdfReader
-from pypdf.errors import DependencyError
+import pypdfium2 as pdfium
 
 from tvdb_assets.lib.errors import DocumentError
 from tvdb_assets.lib.models import ParsedDocument
 from tvdb_assets.lib.parsing.base import char_limit
 
-# pypdf logs a WARNING for each repair it makes to a damaged file ("EOF marker not found",
-# "invalid pdf header", ...), which floods the logs on bad uploads. The outcome reaches the
-# user as a DocumentError instead, so only pypdf's errors are let through.
-logging.getLogger("pypdf").setLevel(logging.ERROR)
-
 PAGE_SEPARATOR = "\n\n"
-# Ligature glyphs break word search ("ﬁle" != "file"); NULs come from broken font maps.
+# Ligature glyphs break word search ("ﬁle" != "file"); PDFium marks a hyphen that breaks a
+# word at a line's end as U+0002; NULs come from broken font maps.
 _CLEANUP = str.maketrans(
     {"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl"}
-    | {"\ufb05": "st", "\ufb06": "st", "\x00": None}
+    | {"\ufb05": "st", "\ufb06": "st", "\x02": "-", "\x00": None, "\r": None}
 )
 _MAX_CAUSE_CHARS = 80
 # Where the PDF spec lets the header and the end marker sit.
 _HEADER_WINDOW = 1024
 _EOF_WINDOW = 1024
-# pypdf decrypts AES only with the optional `cryptography` package (pypdf[crypto]).
-_AES_UNSUPPORTED = "encrypted PDF (AES needs the 'cryptography' package)"
+# PDFium's FPDF_GetLastError codes for a document that does not open.
+_ERR_PASSWORD, _ERR_SECURITY = 4, 5
 
 
 def pdf_to_document(path: str, data: bytes) -> ParsedDocument:
     """Extract each page's text; markdown is the pages joined by a blank line."""
-    reader = _open(path, data)
+    document = _open(path, data)
     try:
-        page_count = len(reader.pages)
-    except Exception as exc:  # pypdf raises many types on a broken page tree
-        raise DocumentError(path, f"corrupt PDF ({_cause(exc)})") from None
-    if page_count == 0:
-        raise DocumentError(path, "PDF has no pages")
-    # Page by page: only one page's text is being built at a time, and the markdown is
-    # joined once at the end rather than grown by repeated concatenation.
-    parts: list[str] = []
-    starts: list[int] = []
-    offset = 0
-    for number in range(page_count):
-        try:
-            text = _clean(reader.pages[number].extract_text())
-        except MemoryError:
-            raise
-        except Exception as exc:
-            if _out_of_memory(exc):
-                raise MemoryError from exc  # not a corrupt file: a limit, and said as one
-            raise DocumentError(path, f"corrupt PDF (page {number + 1}: {_cause(exc)})") from None
-        starts.append(offset)
-        parts.append(text)
-        offset += len(text) + len(PAGE_SEPARATOR)
-        if offset > char_limit(len(data)):  # stop extracting a bomb as soon as it shows
-            raise DocumentError(
-                path,
-                f"text far larger than the file (over {offset:,} characters from "
-                f"{len(data):,} bytes by page {number + 1}): a compression bomb?",
-            )
+        page_count = len(document)
+        if page_count == 0:
+            raise DocumentError(path, "PDF has no pages")
+        parts: list[str] = []
+        starts: list[int] = []
+        offset = 0
+        for number in range(page_count):
+            text = _page_text(path, document, number)
+            starts.append(offset)
+            parts.append(text)
+            offset += len(text) + len(PAGE_SEPARATOR)
+            if offset > char_limit(len(data)):  # stop extracting a bomb as soon as it shows
+                raise DocumentError(
+                    path,
+                    f"text far larger than the file (over {offset:,} characters from "
+                    f"{len(data):,} bytes by page {number + 1}): a compression bomb?",
+                )
+    finally:
+        document.close()
     if not any(parts):
         raise DocumentError(path, "PDF has no extractable text (scanned images?)")
     return ParsedDocument(
@@ -73,42 +56,53 @@ def pdf_to_document(path: str, data: bytes) -> ParsedDocument:
     )
 
 
-def _open(path: str, data: bytes) -> PdfReader:
+def count_pages(path: str, data: bytes) -> int:
+    """How many pages the PDF has; fails as `pdf_to_document` would on a file it cannot open."""
+    document = _open(path, data)
+    try:
+        return len(document)
+    finally:
+        document.close()
+
+
+def _open(path: str, data: bytes) -> pdfium.PdfDocument:
     if b"%PDF-" not in data[:_HEADER_WINDOW]:
         raise DocumentError(path, "corrupt PDF (no %PDF- header)")
     try:
-        # strict=False: repair what can be repaired, as viewers do.
-        reader = PdfReader(io.BytesIO(data), strict=False)
-    except DependencyError:
-        raise DocumentError(path, _AES_UNSUPPORTED) from None
-    except Exception as exc:
+        # No password: PDFium then tries the empty one, which opens the many PDFs that are
+        # encrypted only to restrict printing or copying.
+        return pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        code = getattr(exc, "err_code", None)
+        if code == _ERR_PASSWORD:
+            raise DocumentError(path, "encrypted PDF (needs a password)") from None
+        if code == _ERR_SECURITY:
+            raise DocumentError(path, "encrypted PDF (unsupported security handler)") from None
         raise DocumentError(path, f"corrupt PDF ({_open_failure_cause(data, exc)})") from None
-    if reader.is_encrypted:
-        # Many PDFs are encrypted only to restrict printing/copying, with an empty user
-        # password; those open fine. Anything else needs a password we do not have.
+
+
+def _page_text(path: str, document: pdfium.PdfDocument, number: int) -> str:
+    try:
+        page = document[number]
         try:
-            opened = reader.decrypt("") != PasswordType.NOT_DECRYPTED
-        except DependencyError:
-            raise DocumentError(path, _AES_UNSUPPORTED) from None
-        except Exception:
-            opened = False
-        if not opened:
-            raise DocumentError(path, "encrypted PDF")
-    return reader
+            textpage = page.get_textpage()
+            try:
+                text = textpage.get_text_range()
+            finally:
+                textpage.close()
+        finally:
+            page.close()
+    except pdfium.PdfiumError as exc:
+        raise DocumentError(path, f"corrupt PDF (page {number + 1}: {_cause(exc)})") from None
+    return _clean(text)
 
 
 def _open_failure_cause(data: bytes, exc: Exception) -> str:
-    # pypdf's own message for a truncated file ("Stream has ended unexpectedly") hides the
-    # usual reason: the upload was cut short.
+    # PDFium says "Data format error" for any file it cannot read; an upload cut short is
+    # the usual reason, and says more.
     if b"%%EOF" not in data[-_EOF_WINDOW:]:
         return "EOF marker not found"
     return _cause(exc)
-
-
-def _out_of_memory(exc: Exception) -> bool:
-    # zlib reports Z_MEM_ERROR as zlib.error, not MemoryError, when a stream unpacks past
-    # the memory the process may use.
-    return isinstance(exc, zlib.error) and "allocate" in str(exc)
 
 
 def _cause(exc: Exception) -> str:
@@ -121,4 +115,4 @@ def _cause(exc: Exception) -> str:
 
 def _clean(text: str) -> str:
     text = text.translate(_CLEANUP)
-    return "\n".join(line.rstrip() for line in text.splitlines()).strip()
+    return "\n".join(line.rstrip() for line in text.split("\n")).strip()

@@ -1,0 +1,63 @@
+"""The worker pool: one set of processes for a whole ingest, and a limit per risky item."""
+
+import os
+import time
+
+import pytest
+
+from tvdb_assets.lib import workers
+from tvdb_assets.lib.workers import Exceeded, Limits
+
+LIMITS = Limits(seconds=2, memory_mb=64)
+
+
+def behave(item: str) -> object:
+    """What a document can do to a parser; module-level, so workers can unpickle it."""
+    if item == "slow":
+        time.sleep(30)
+    elif item == "hungry":
+        return len(bytearray(512 * 1024 * 1024))
+    elif item == "crash":
+        os._exit(3)
+    elif item == "raise":
+        raise ValueError("no such table")
+    return (item, os.getpid())
+
+
+def test_each_bad_item_fails_alone_with_its_reason_and_the_rest_go_on() -> None:
+    items = ["a", "slow", "b", "hungry", "c", "crash", "raise", "d"]
+    results = workers.map_guarded(behave, items, LIMITS)
+    assert [r[0] for r in results if isinstance(r, tuple)] == ["a", "b", "c", "d"]
+    failed = {item: r for item, r in zip(items, results, strict=True) if isinstance(r, Exceeded)}
+    assert failed["slow"] == Exceeded("took longer than 2 s", limit=True)
+    assert failed["hungry"] == Exceeded("needed more than 64 MB", limit=True)
+    assert failed["crash"] == Exceeded("needed more than 64 MB", True, "the worker stopped: exit 3")
+    assert failed["raise"] == Exceeded("parser failed (ValueError: no such table)")
+
+
+def test_the_pool_outlives_a_batch_and_a_replaced_worker() -> None:
+    first = workers.map_guarded(behave, [f"x{n}" for n in range(8)], LIMITS)
+    workers.map_guarded(behave, ["slow"], Limits(seconds=0.5, memory_mb=64))
+    second = workers.map_guarded(behave, [f"y{n}" for n in range(8)], LIMITS)
+    pids = {pid for _, pid in first}  # type: ignore[misc]
+    later = {pid for _, pid in second}  # type: ignore[misc]
+    assert os.getpid() not in pids
+    assert len(pids) <= workers.worker_count()
+    assert len(later & pids) == len(pids) - 1  # all but the worker killed for its time
+
+
+def test_a_memory_limit_lasts_for_its_item_only() -> None:
+    assert workers.map_guarded(behave, ["hungry"], LIMITS) == [
+        Exceeded("needed more than 64 MB", limit=True)
+    ]
+    # No limit on the next map: the same workers may take the memory now.
+    assert (
+        workers.map_in_order(behave, ["hungry"] * workers.MIN_ITEMS_FOR_POOL)
+        == [512 * 1024 * 1024] * workers.MIN_ITEMS_FOR_POOL
+    )
+
+
+def test_a_worker_failing_without_limits_is_a_bug_and_says_so() -> None:
+    items = ["a"] * workers.MIN_ITEMS_FOR_POOL + ["raise"]
+    with pytest.raises(workers.WorkerFailed, match="no such table"):
+        workers.map_in_order(behave, items)

@@ -1,71 +1,96 @@
-"""The bare limit: the pipeline's own stages on the corpus, without Dagster.
+"""The limit: a bare loop that shares no code with the project.
 
-read -> parse -> chunk -> mock-embed -> COPY, in batches of the pipeline's batch size and
-through `lib.stages`, so parsing and chunking use the same process pool the assets use.
+Text: read each file, HTML to text with the stdlib, fixed-size windows, the plain mock
+embedding, and one binary COPY of every chunk and vector into a pgvector table. PDFs: every
+page's text through PDFium and one binary COPY of the pages. One process, no bookkeeping,
+no recovery, no checks: what a machine does at the least to store the same corpus.
 """
 
 import time
 from pathlib import Path
 
+import psycopg
+import pypdfium2 as pdfium
+from pgvector.psycopg import register_vector
+
+from bench import plain
 from bench.report import Record
-from tvdb_assets.lib import settings, stages, store, workers
-from tvdb_assets.lib.embedding import MockEmbedder
-from tvdb_assets.lib.ids import partition_key_for
-from tvdb_assets.lib.parsing import LocalParser
-from tvdb_assets.lib.store import chunks as chunk_store
-from tvdb_assets.lib.store import documents
-from tvdb_assets.lib.store.registry import InboxFile
-from tvdb_assets.lib.uploads import LocalInbox
+
+_TEXT_TABLE = """
+CREATE EXTENSION IF NOT EXISTS vector;
+DROP TABLE IF EXISTS bare_chunks;
+CREATE TABLE bare_chunks (path text, ord int, body text, embedding vector(1536))
+"""
+_PDF_TABLE = """
+DROP TABLE IF EXISTS bare_pages;
+CREATE TABLE bare_pages (path text, page int, body text)
+"""
 
 
-def run(corpus: Path, database_url: str) -> Record:
-    uploads = LocalInbox(corpus)
-    listing = sorted(uploads.list(), key=lambda info: info.path)
-    parser, embedder, chunking = LocalParser(), MockEmbedder(), stages.ChunkSettings()
-    batch_size = settings.batch_size()
-    seconds = {"parse": 0.0, "chunk": 0.0, "embed": 0.0}
-    ok = failed = chunks = tokens = 0
-    with store.connect(database_url) as conn:  # schema migrated before the clock starts
+def _files(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+
+
+def text(corpus: Path, database_url: str) -> Record:
+    files = _files(corpus, plain.TEXT_SUFFIXES)
+    with psycopg.connect(database_url) as conn:
+        conn.execute(_TEXT_TABLE)
+        conn.commit()
+        register_vector(conn)
         started = time.perf_counter()
-        for start in range(0, len(listing), batch_size):
-            batch = listing[start : start + batch_size]
-            t = time.perf_counter()
-            files = [
-                InboxFile(partition_key_for(i.path), i.path, i.bytes, i.mtime_ns, "") for i in batch
-            ]
-            outcomes = stages.parse_batch(uploads, parser, files)
-            docs = [o.document for o in outcomes if o.document is not None]
-            with conn.transaction():
-                documents.replace(conn, docs, None)
-            seconds["parse"] += time.perf_counter() - t
-            t = time.perf_counter()
-            rows = [row for doc_rows in stages.chunk_batch(chunking, docs) for row in doc_rows]
-            with conn.transaction():
-                chunk_store.replace(conn, [d.partition_key for d in docs], rows)
-            seconds["chunk"] += time.perf_counter() - t
-            t = time.perf_counter()
-            with conn.transaction():
-                stages.embed_batch(conn, embedder, [d.partition_key for d in docs])
-            seconds["embed"] += time.perf_counter() - t
-            ok, failed = ok + len(docs), failed + len(outcomes) - len(docs)
-            chunks, tokens = chunks + len(rows), tokens + sum(r.tokens for r in rows)
-        elapsed = time.perf_counter() - started
-    megabytes = sum(i.bytes for i in listing) / 1e6
+        rows: list[tuple[str, int, str]] = []
+        for path in files:
+            rows += [(str(path), n, c) for n, c in enumerate(plain.split(plain.read_text(path)))]
+        vectors = plain.embed([body for _, _, body in rows])
+        copy_sql = "COPY bare_chunks (path, ord, body, embedding) FROM STDIN (FORMAT BINARY)"
+        with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+            copy.set_types(["text", "int4", "text", "vector"])
+            for (path, ord_, body), vector in zip(rows, vectors, strict=True):
+                copy.write_row((path, ord_, body.replace("\x00", ""), vector))
+        conn.commit()
+        seconds = time.perf_counter() - started
     return {
         "measurement": "bare_limit",
-        "docs": len(listing),
-        "docs_ok": ok,
+        "docs": len(files),
+        "chunks": len(rows),
+        "seconds": round(seconds, 2),
+        "docs_per_s": round(len(files) / seconds, 1),
+        "chunks_per_s": round(len(rows) / seconds, 1),
+        "how": "read, stdlib HTML->text, fixed 2000/250-char windows, plain mock embedding, "
+        "one binary COPY; one process (bench/bare.py, bench/plain.py)",
+    }
+
+
+def pdf(corpus: Path, database_url: str) -> Record:
+    files = _files(corpus, (".pdf",))
+    with psycopg.connect(database_url) as conn:
+        conn.execute(_PDF_TABLE)
+        conn.commit()
+        started = time.perf_counter()
+        pages: list[tuple[str, int, str]] = []
+        failed = 0
+        for path in files:
+            try:
+                document = pdfium.PdfDocument(path.read_bytes())
+            except pdfium.PdfiumError:
+                failed += 1
+                continue
+            for number in range(len(document)):
+                textpage = document[number].get_textpage()
+                pages.append((str(path), number, textpage.get_text_range().replace("\x00", "")))
+            document.close()
+        with conn.cursor() as cur, cur.copy("COPY bare_pages FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["text", "int4", "text"])
+            for row in pages:
+                copy.write_row(row)
+        conn.commit()
+        seconds = time.perf_counter() - started
+    return {
+        "measurement": "bare_pdf_limit",
+        "docs": len(files),
         "docs_failed": failed,
-        "chunks": chunks,
-        "tokens": tokens,
-        "seconds": round(elapsed, 2),
-        "docs_per_s": round(len(listing) / elapsed, 1),
-        "chunks_per_s": round(chunks / elapsed, 1),
-        "mb_per_s": round(megabytes / elapsed, 2),
-        "stage_seconds": {k: round(v, 2) for k, v in seconds.items()},
-        "batch_size": batch_size,
-        "workers": workers.worker_count(),
-        "process_pool": f"parse+chunk over {workers.worker_count()} spawned processes per batch "
-        f"of >= {2 * workers.MIN_ITEMS_FOR_POOL} docs (lib.workers)",
-        "embedder": f"{embedder.model} ({embedder.dims} dims), {embedder.calls} calls",
+        "pages": len(pages),
+        "seconds": round(seconds, 3),
+        "pages_per_s": round(len(pages) / seconds, 1),
+        "how": "PDFium text of every page, one binary COPY; one process",
     }

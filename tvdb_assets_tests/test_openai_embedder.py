@@ -54,6 +54,12 @@ def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
     return True
 
 
+def table_count(project: Project, table: str) -> int:
+    with project.connect() as conn:
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return int(row[0]) if row else 0
+
+
 def ledger(project: Project) -> tuple[int, int, float]:
     """(billed rows, billed tokens, USD) in cost_ledger."""
     with project.connect() as conn:
@@ -108,6 +114,34 @@ def test_requests_stay_within_the_api_limits(project, instance, openai_env, fake
     assert all(r.tokens <= 300_000 for r in sent)
     assert sum(r.n_inputs for r in sent) == summary.chunks
     assert ledger(project)[1] == fake_openai.billed_tokens
+
+
+def test_text_already_embedded_is_never_paid_for_again(
+    project, instance, openai_env, fake_openai, tmp_path
+):
+    first = write_docs(tmp_path / "first", 3)
+    ingest(openai_env, instance, first, embedder_config("real"))
+    paid = fake_openai.billed_tokens
+    assert table_count(project, "embedding_cache") == 3
+
+    # The same texts under other names, and one edited: only the edit is sent.
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    for n, doc in enumerate(sorted(first.iterdir())):
+        text = doc.read_text()
+        (copies / f"copy{n}.md").write_text(text.replace("detail0 ", "changed ") if n == 1 else text)
+    summary = ingest(openai_env, instance, copies, embedder_config("real"))
+
+    assert summary.errors == [] and summary.ingested == 3
+    assert [r.n_inputs for r in fake_openai.successful_requests[1:]] == [1]
+    assert table_count(project, "embedding_cache") == 4
+    assert ledger(project)[1] == fake_openai.billed_tokens > paid
+    with project.connect() as conn:
+        unvectored = conn.execute(
+            "SELECT count(*) FROM chunks c LEFT JOIN embeddings e ON e.chunk_id = c.id "
+            "WHERE e.chunk_id IS NULL"
+        ).fetchone()
+    assert unvectored == (0,)
 
 
 def test_429_500_and_timeouts_are_retried_until_they_succeed(

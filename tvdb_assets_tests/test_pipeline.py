@@ -135,7 +135,6 @@ def test_editing_a_file_reembeds_only_changed_chunks(project: Project, instance,
     source = tmp_path / "kb"
     write_corpus(source)
     ingest(source, instance)
-    cache_before = table_count(project, "embedding_cache")
     edited = GUIDE.replace("thirty pounds", "fifteen kilograms")
     (source / "guides" / "espresso.md").write_text(edited, encoding="utf-8")
 
@@ -145,7 +144,9 @@ def test_editing_a_file_reembeds_only_changed_chunks(project: Project, instance,
     key = str(project.scalar("SELECT partition_key FROM documents WHERE path LIKE '%espresso%'"))
     meta = latest_metadata(instance, "embeddings", key)
     assert meta["batch_texts_embedded"] == 1  # only the chunk whose text changed
-    assert table_count(project, "embedding_cache") == cache_before + 1
+    # Mock vectors cost less to make than to store: never cached (real ones are, see
+    # test_openai_embedder).
+    assert table_count(project, "embedding_cache") == 0
     assert project.scalar("SELECT count(*) FROM chunks WHERE text LIKE '%fifteen kilograms%'") == 1
     assert project.scalar("SELECT count(*) FROM chunks WHERE text LIKE '%thirty pounds%'") == 0
     assert table_count(project, "embeddings") == table_count(project, "chunks")

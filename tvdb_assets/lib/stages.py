@@ -254,7 +254,7 @@ def _embed_slice(
     report: EmbedReport,
 ) -> None:
     model, dims = embedder.model, embedder.dims
-    known = vectors.cached(conn, model, dims, by_text)
+    known = vectors.cached(conn, model, dims, by_text) if embedder.cacheable else {}
     missing = [h for h in by_text if h not in known]
     fresh: dict[str, np.ndarray] = {}
     substitutes: dict[str, np.ndarray] = {}
@@ -262,7 +262,8 @@ def _embed_slice(
         first = [by_text[h][0] for h in missing]
         result = embedder.embed_texts([c.text for c in first], [c.tokens for c in first])
         fresh = {missing[i]: result.vectors[i] for i in result.embedded}
-        vectors.remember(conn, model, dims, fresh)
+        if embedder.cacheable:
+            vectors.remember(conn, model, dims, fresh)
         failed = [missing[i] for i in result.missing]
         if failed and embedder.fallback is not None:
             stand_in = embedder.fallback.embed([by_text[h][0].text for h in failed])

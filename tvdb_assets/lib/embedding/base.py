@@ -60,6 +60,9 @@ class Embedder(ABC):
     encoding: str = DEFAULT_ENCODING
     # In hybrid mode: what fills in for texts the real service could not embed.
     fallback: "Embedder | None" = None
+    # Whether vectors are worth keeping by text in `embedding_cache`: they cost money or
+    # time to make again. A local embedder makes one faster than the cache could store it.
+    cacheable: bool = True
 
     def __init__(self) -> None:
         self.calls = 0

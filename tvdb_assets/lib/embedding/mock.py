@@ -32,6 +32,7 @@ class MockEmbedder(Embedder):
     """Deterministic feature-hashing embedder; free, offline, `dims` configurable."""
 
     model = "mock-feature-hash"
+    cacheable = False
 
     def __init__(self, dims: int = 1536) -> None:
         super().__init__()

@@ -16,14 +16,15 @@ from tvdb_assets.lib.store.schema import index_name, vector_cast
 __all__ = ["index_name"]
 
 # Inserting into an HNSW index costs ~7 ms a vector here; building one costs ~0.5 ms a
-# vector. So small collections are searched exactly (no index), the index is built in
-# bulk once a model has this many vectors, and a batch large next to what is indexed
-# rebuilds it rather than inserting one by one.
+# vector, over a second per thousand 1,536-dim vectors. So collections up to 100,000 vectors
+# (pgai's threshold too) are searched exactly, which is precise and takes well under a
+# second; the index is built in bulk once a model has that many vectors, and a batch large
+# next to what is indexed rebuilds it rather than inserting one by one.
 REBUILD_RATIO = 14
 
 
 def hnsw_min_rows() -> int:
-    return int(os.environ.get("TVDB_HNSW_MIN_ROWS", "10000"))
+    return int(os.environ.get("TVDB_HNSW_MIN_ROWS", "100000"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,22 +7,28 @@ similarity tracks word overlap and offline search returns sensible neighbours.
 
 Words are hashed with blake2b, which unlike `hash()` is the same in every process; pairs
 combine their words' hashes with a 64-bit mixer in numpy, so the per-word Python work is one
-dict lookup. Each text is summed on its own, so its vector never depends on its batch.
+dict lookup; a call's texts are counted in one vectorised pass (and, when the worker pool
+runs, in slices across it). Each text is summed on its own, so its vector never depends on
+its batch.
 """
 
 import hashlib
 import re
+from functools import partial
 from itertools import chain
 
 import numpy as np
 import numpy.typing as npt
 
+from tvdb_assets.lib import workers
 from tvdb_assets.lib.embedding.base import Embedder
 
 _WORD = re.compile(r"\w+")
 _BIGRAM_WEIGHT = 0.5
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _CACHE_MAX = 1 << 20
+_ROW_SHIFT = 40  # row numbers take the top 24 bits of a feature's key: 16M texts a call
+_PARALLEL_FROM = 512  # texts; below, one process is faster than shipping them to workers
 
 # word -> blake2b hash; words repeat across chunks, so most lookups skip blake2b.
 _word_hashes: dict[str, int] = {}
@@ -41,31 +47,56 @@ class MockEmbedder(Embedder):
         self.dims = dims
 
     def _embed_batch(self, texts: list[str]) -> npt.NDArray[np.float32]:
-        words = [_WORD.findall(t.lower()) for t in texts]
-        hashes = np.array(_hash_words(list(chain.from_iterable(words))), dtype=np.uint64)
-        bounds = np.cumsum([0] + [len(w) for w in words])
-        out = np.zeros((len(texts), self.dims), dtype=np.float32)
-        for row, text in enumerate(texts):
-            unigrams = hashes[bounds[row] : bounds[row + 1]]
-            if len(unigrams):
-                bigrams = _mix((unigrams[:-1] * _GOLDEN) ^ unigrams[1:])
-                out[row] = self._project(unigrams, 1.0) + self._project(bigrams, _BIGRAM_WEIGHT)
-            elif squeezed := " ".join(text.split()):
-                # No words (punctuation, symbols): the squeezed text is the one feature.
-                feature = np.array([_blake(f"\x00{squeezed}")], dtype=np.uint64)
-                out[row] = self._project(feature, 1.0)
-        # Blank text, or features whose signed weights cancel out, would give a zero row:
-        # use a fixed direction instead. The base class normalises the rows.
-        out[~np.any(out, axis=1), 0] = 1.0
-        return out
+        # Spread over the worker pool when it runs (an ingest has started it to parse):
+        # whole slices, so each worker does one vectorised pass.
+        size = -(-len(texts) // workers.worker_count()) if len(texts) >= _PARALLEL_FROM else 0
+        slices = [texts[at : at + size] for at in range(0, len(texts), size)] if size else []
+        if len(slices) < 2:
+            return vectors(self.dims, texts)
+        return np.vstack(workers.map_in_order(partial(vectors, self.dims), slices))
 
-    def _project(self, features: npt.NDArray[np.uint64], scale: float) -> npt.NDArray[np.float64]:
-        """Sum of the features' signed, sublinear-tf weights in their hashed dimensions."""
-        unique, tf = np.unique(features, return_counts=True)
-        sign = np.where(unique >> np.uint64(63), -scale, scale)
-        column = (unique % np.uint64(self.dims)).astype(np.int64)
-        summed = np.bincount(column, weights=sign * (1.0 + np.log(tf)), minlength=self.dims)
-        return summed.astype(np.float64, copy=False)  # bincount's stub says int
+
+def vectors(dims: int, texts: list[str]) -> npt.NDArray[np.float32]:
+    """The texts' vectors (not yet normalised), in one vectorised pass over all their words."""
+    words = [_WORD.findall(t.lower()) for t in texts]
+    lengths = np.fromiter(map(len, words), np.int64, len(words))
+    hashes = np.array(_hash_words(list(chain.from_iterable(words))), dtype=np.uint64)
+    rows = np.repeat(np.arange(len(texts), dtype=np.uint64), lengths)
+    within = rows[:-1] == rows[1:]  # adjacent words of one text, not across two
+    bigrams = _mix((hashes[:-1] * _GOLDEN) ^ hashes[1:])[within]
+    flat = np.zeros(len(texts) * dims, dtype=np.float64)
+    flat += _project(dims, len(texts), rows, hashes, 1.0)
+    flat += _project(dims, len(texts), rows[:-1][within], bigrams, _BIGRAM_WEIGHT)
+    out = flat.reshape(len(texts), dims).astype(np.float32)
+    for row in np.flatnonzero(lengths == 0):
+        if squeezed := " ".join(texts[row].split()):
+            # No words (punctuation, symbols): the squeezed text is the one feature.
+            feature = np.array([_blake(f"\x00{squeezed}")], dtype=np.uint64)
+            out[row] = _project(dims, 1, np.zeros(1, dtype=np.uint64), feature, 1.0)
+    # Blank text, or features whose signed weights cancel out, would give a zero row:
+    # use a fixed direction instead. The base class normalises the rows.
+    out[~np.any(out, axis=1), 0] = 1.0
+    return out
+
+
+def _project(
+    dims: int,
+    count: int,
+    rows: npt.NDArray[np.uint64],
+    features: npt.NDArray[np.uint64],
+    scale: float,
+) -> npt.NDArray[np.float64]:
+    """Per row, the sum of its features' signed, sublinear-tf weights in their hashed
+    dimensions, flattened. A feature is counted per row by its top 40 bits next to the row
+    number (a shared top with another feature of the same text: about 1 in 10^12)."""
+    keys = (rows << np.uint64(_ROW_SHIFT)) | (features >> np.uint64(64 - _ROW_SHIFT))
+    unique, first, tf = np.unique(keys, return_index=True, return_counts=True)
+    feature = features[first]
+    sign = np.where(feature >> np.uint64(63), -scale, scale)
+    row = (unique >> np.uint64(_ROW_SHIFT)).astype(np.int64)
+    column = row * dims + (feature % np.uint64(dims)).astype(np.int64)
+    summed = np.bincount(column, weights=sign * (1.0 + np.log(tf)), minlength=count * dims)
+    return summed.astype(np.float64, copy=False)  # bincount's stub says int
 
 
 def _blake(feature: str) -> int:

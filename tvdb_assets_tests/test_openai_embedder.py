@@ -129,7 +129,8 @@ def test_text_already_embedded_is_never_paid_for_again(
     copies.mkdir()
     for n, doc in enumerate(sorted(first.iterdir())):
         text = doc.read_text()
-        (copies / f"copy{n}.md").write_text(text.replace("detail0 ", "changed ") if n == 1 else text)
+        edited = text.replace("detail0 ", "changed ") if n == 1 else text
+        (copies / f"copy{n}.md").write_text(edited)
     summary = ingest(openai_env, instance, copies, embedder_config("real"))
 
     assert summary.errors == [] and summary.ingested == 3

@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from tvdb_assets.lib import workers
 from tvdb_assets.lib.embedding import Embedder, InputRejected, MockEmbedder
 from tvdb_assets.lib.tokens import count_tokens
 
@@ -182,6 +183,16 @@ def test_mock_is_case_insensitive_and_batch_independent() -> None:
     alone = embedder.embed(["The Cat sat"])
     together = embedder.embed(["other text first", "the cat SAT", "and after"])
     np.testing.assert_array_equal(alone[0], together[1])
+
+
+def test_mock_vectors_are_the_same_spread_over_the_worker_pool() -> None:
+    texts = [f"batch {n} of words, the same words, word {n % 7}" for n in range(1200)]
+    texts[5:8] = ["", "!!! ???", "x"]  # no words, punctuation only, one word
+    embedder = MockEmbedder(dims=64)
+    workers.map_in_order(str, ["start"] * workers.MIN_ITEMS_FOR_POOL)  # the pool runs
+    spread = embedder.embed(texts)
+    one_by_one = np.vstack([MockEmbedder(dims=64).embed([t]) for t in texts])
+    np.testing.assert_array_equal(spread, one_by_one)
 
 
 DIGEST = """

@@ -39,14 +39,15 @@ def text(corpus: Path, database_url: str) -> Record:
         register_vector(conn)
         started = time.perf_counter()
         rows: list[tuple[str, int, str]] = []
-        for path in files:
-            rows += [(str(path), n, c) for n, c in enumerate(plain.split(plain.read_text(path)))]
+        for file in files:
+            name = str(file)
+            rows += [(name, n, c) for n, c in enumerate(plain.split(plain.read_text(name)))]
         vectors = plain.embed([body for _, _, body in rows])
         copy_sql = "COPY bare_chunks (path, ord, body, embedding) FROM STDIN (FORMAT BINARY)"
         with conn.cursor() as cur, cur.copy(copy_sql) as copy:
             copy.set_types(["text", "int4", "text", "vector"])
-            for (path, ord_, body), vector in zip(rows, vectors, strict=True):
-                copy.write_row((path, ord_, body.replace("\x00", ""), vector))
+            for (name, ord_, body), vector in zip(rows, vectors, strict=True):
+                copy.write_row((name, ord_, body.replace("\x00", ""), vector))
         conn.commit()
         seconds = time.perf_counter() - started
     return {

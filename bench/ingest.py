@@ -32,9 +32,13 @@ class Ingest:
     failed: int  # "failed: <path>: <reason>" lines
 
 
-def ingest(sources: list[Path], home: Path, name: str) -> Ingest:
+def ingest(sources: list[Path], home: Path, name: str, server: "Server | None" = None) -> Ingest:
+    """`tvdb ingest` on a fresh home: its own embedded Postgres, or databases on `server`."""
     env = cli_env(home)
-    pgdata = Path(env["TVDB_HOME"]) / "pgdata"
+    pgdata: Path | None = Path(env["TVDB_HOME"]) / "pgdata"
+    if server is not None:
+        env.update(server.env())
+        pgdata = None
     run = run_measured([TVDB, "ingest", *map(str, sources)], env, home / f"{name}.log", pgdata)
     match = _SUMMARY.search(run.stdout)
     if match is None:
@@ -45,16 +49,51 @@ def ingest(sources: list[Path], home: Path, name: str) -> Ingest:
     return Ingest(run, summary, failed)
 
 
-def counts(home: Path) -> dict[str, int]:
-    """Row counts in a CLI home's database, read by attaching to (starting) its server."""
-    server = pgserver.get_server(home / "tvdb_home" / "pgdata", cleanup_mode="stop")
+@dataclass(frozen=True)
+class Server:
+    """A pipeline database and a Dagster storage database on a server already running."""
+
+    root_uri: str
+    name: str
+
+    @property
+    def pipeline_url(self) -> str:
+        return database.with_database(self.root_uri, self.name)
+
+    @property
+    def dagster_url(self) -> str:
+        return database.with_database(self.root_uri, f"{self.name}_dagster")
+
+    def env(self) -> dict[str, str]:
+        for url in (self.pipeline_url, self.dagster_url):
+            database.ensure_database(url)
+        return {
+            "TVDB_DATABASE_URL": self.pipeline_url,
+            "TVDB_DAGSTER_PG_URL": database.with_database(
+                self.root_uri, f"{self.name}_dagster", scheme="postgresql+psycopg2"
+            ),
+        }
+
+
+def counts(home: Path, server: Server | None = None) -> dict[str, int]:
+    """Row counts in a CLI home's databases (attaching to, so starting, its own server)."""
+    if server is not None:
+        return _counts(server.pipeline_url, server.dagster_url)
+    embedded = pgserver.get_server(home / "tvdb_home" / "pgdata", cleanup_mode="stop")
     try:
-        root = str(server.get_uri("postgres"))
-        tables = ("documents", "chunks", "embeddings", "embedding_cache")
-        with psycopg.connect(database.with_database(root, database.PIPELINE_DATABASE)) as conn:
-            found = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone() for t in tables}
-        with psycopg.connect(database.with_database(root, database.DAGSTER_DATABASE)) as conn:
-            found["dagster_runs"] = conn.execute("SELECT count(*) FROM runs").fetchone()
+        root = str(embedded.get_uri("postgres"))
+        return _counts(
+            database.with_database(root, database.PIPELINE_DATABASE),
+            database.with_database(root, database.DAGSTER_DATABASE),
+        )
     finally:
-        server.cleanup()  # the last handle: the server stops, as after a CLI run
+        embedded.cleanup()  # the last handle: the server stops, as after a CLI run
+
+
+def _counts(pipeline_url: str, dagster_url: str) -> dict[str, int]:
+    tables = ("documents", "chunks", "embeddings", "embedding_cache")
+    with psycopg.connect(pipeline_url) as conn:
+        found = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone() for t in tables}
+    with psycopg.connect(dagster_url) as conn:
+        found["dagster_runs"] = conn.execute("SELECT count(*) FROM runs").fetchone()
     return {table: int(row[0]) if row else 0 for table, row in found.items()}

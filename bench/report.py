@@ -38,7 +38,7 @@ def table(records: Sequence[Record], headline: Mapping[str, str]) -> str:
     ]
     for r in records:
         key = headline.get(r["measurement"])
-        result = f"{_cell(r[key])} {key}" if key else ""
+        result = f"{_cell(r[key])} {key}" if key else _cell(r.get("result"))
         details = "; ".join(
             f"{k} {_cell(v)}" for k, v in r.items() if k not in _COLUMNS and k != key
         )

@@ -37,6 +37,7 @@ import functools
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
@@ -63,6 +64,11 @@ _EVENT = re.compile(
 # fences, ATX headings and other underline-like lines.
 _NOT_SETEXT_TITLE = re.compile(r" {4}|\t| {0,3}(?:[-*+>|<=#]|\d{1,9}[.)](?:[ \t]|$)|```|~~~)")
 _NONSPACE = re.compile(r"\S")
+# Encodings whose pre-token regex `_counted` reasons about, and the positions where that
+# regex ends a pre-token whatever came before (the match's end).
+_SEGMENT_SAFE_ENCODINGS = {"cl100k_base"}
+_CUT = re.compile(rb"\n(?=[ \t]*[!-~])|[A-Za-z0-9](?=[ \t\r\n])")
+_CUT_WINDOW = 256  # bytes searched from each end of a piece
 _BLANK_LINES = re.compile(r"(?:[ \t]*\r?\n)*")
 _MIDLINE_LEAD = re.compile(r"[ \t]*(?:\r?\n(?:[ \t]*\r?\n)*)?")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -415,6 +421,53 @@ def _trim(raw: bytes, a: int, b: int) -> tuple[int, int, str]:
     return lead, len(text), text[lead:]
 
 
+def _counted(
+    enc: tiktoken.Encoding,
+    raw: bytes,
+    pos: npt.NDArray[np.int64],
+    start: int,
+    lead: int,
+    body: str,
+) -> int | None:
+    """Tokens of `body` (raw[start:] less `lead` characters), mostly read off the section's
+    own tokens; None where only encoding all of it again can tell.
+
+    Encoding cuts text into pre-tokens by a regex, then each pre-token into tokens on its
+    own. Some positions end a pre-token whatever text comes before them (`_CUT`, for
+    cl100k_base's pattern): after a line break, before a line that starts with printable
+    ASCII; after an ASCII letter or digit, before whitespace. Between the first such
+    position in `body` and the last, `body` and the section are cut alike, so they share
+    their tokens there; only the few characters outside are encoded again.
+    """
+    a = start + lead  # what `_trim` drops in front is ASCII whitespace: a byte a character
+    b = a + len(body.encode("utf-8"))
+    head = a if a == 0 else _first_cut(raw, pos, a, b)
+    tail = b if b == len(raw) else _last_cut(raw, pos, a, b)
+    if head is None or tail is None or head > tail:
+        return None
+    first, last = np.searchsorted(pos, (head, tail))
+    shared = int(last - first)
+    edges = [raw[a:head], raw[tail:b]]
+    return shared + sum(len(enc.encode_ordinary(e.decode("utf-8"))) for e in edges if e)
+
+
+def _first_cut(raw: bytes, pos: npt.NDArray[np.int64], a: int, b: int) -> int | None:
+    for match in _CUT.finditer(raw, a, min(b, a + _CUT_WINDOW)):
+        if _is_token_boundary(pos, match.end()):
+            return match.end()
+    return None
+
+
+def _last_cut(raw: bytes, pos: npt.NDArray[np.int64], a: int, b: int) -> int | None:
+    cuts = [m.end() for m in _CUT.finditer(raw, max(a, b - _CUT_WINDOW), b)]
+    return next((cut for cut in reversed(cuts) if _is_token_boundary(pos, cut)), None)
+
+
+def _is_token_boundary(pos: npt.NDArray[np.int64], at: int) -> bool:
+    k = int(np.searchsorted(pos, at))
+    return k < len(pos) and int(pos[k]) == at
+
+
 def _split(
     text: str,
     ids: npt.NDArray[np.uint32],
@@ -433,6 +486,7 @@ def _split(
     level = _levels(data, pos)
     char_at = _CharCursor(data)
     min_fill = max(1, max_tokens // 4)
+    counted = partial(_counted, enc, raw, pos) if encoding in _SEGMENT_SAFE_ENCODINGS else None
 
     i = fresh = 0  # i: where this piece starts; fresh: the first token not yet emitted
     while fresh < n:
@@ -446,7 +500,9 @@ def _split(
         piece: tuple[int, int, str, int] | None = None
         while j is not None:
             lead, end, body = _trim(raw, int(pos[i]), int(pos[j]))
-            tokens = len(enc.encode_ordinary(body))
+            tokens = counted(int(pos[i]), lead, body) if counted else None
+            if tokens is None:
+                tokens = len(enc.encode_ordinary(body))
             base = char_at(int(pos[i]))
             piece = (base + lead, base + end, body, tokens)
             if tokens <= max_tokens:

@@ -334,3 +334,24 @@ def test_closing_sequences_and_bare_hashes_in_atx_titles() -> None:
     )
     paths = [c.heading_path for c in chunk_markdown(md)]
     assert ("A",) in paths and ("A", "B # c") in paths
+
+
+TRICKY = [
+    "word", "Word", " ", "  ", "\t", "\n", "\n\n", "\r\n", ".\n", "!\n\n", "\u3000", "\n\u3000\n",
+    "12345678", "'s", "'LL", "é", "日本語", "😀", "--", "...", "  indented", "\n    code()",
+    "x=1;", "(a)", "\x0b", "\x0c",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_token_counts_are_exact_where_pieces_reuse_the_sections_tokens(seed: int) -> None:
+    # Pieces count their tokens from the section's own where a pre-token boundary is
+    # certain; text built from what moves those boundaries must still count exactly.
+    rng = random.Random(seed)
+    md = "".join(rng.choice(TRICKY) + rng.choice(["", " "]) for _ in range(3000))
+    for max_tokens, overlap in ((16, 4), (40, 8), (120, 0)):
+        chunks = chunk_markdown(md, max_tokens=max_tokens, overlap_tokens=overlap)
+        assert len(chunks) > len(md) // (8 * max_tokens)
+        for chunk in chunks:
+            assert chunk.tokens == count_tokens(chunk.text) <= max_tokens
+            assert chunk.text in md

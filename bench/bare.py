@@ -57,8 +57,8 @@ def text(corpus: Path, database_url: str) -> Record:
         "seconds": round(seconds, 2),
         "docs_per_s": round(len(files) / seconds, 1),
         "chunks_per_s": round(len(rows) / seconds, 1),
-        "how": "read, stdlib HTML->text, fixed 2000/250-char windows, plain mock embedding, "
-        "one binary COPY; one process (bench/bare.py, bench/plain.py)",
+        "how": f"read, stdlib HTML->text, fixed {plain.CHUNK_CHARS}/{plain.OVERLAP_CHARS}-char "
+        "windows, plain mock embedding, one binary COPY; one process (bench/bare.py, plain.py)",
     }
 
 

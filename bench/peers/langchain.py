@@ -19,7 +19,7 @@ Why these pieces:
 - `PGVector` (langchain-postgres) creates the vector extension if it is missing and its tables
   `langchain_pg_collection` and `langchain_pg_embedding` (vector(1536), JSONB metadata); it
   upserts and deletes by id, which is all `index()` needs.
-- `RecursiveCharacterTextSplitter` with the plain sizes (plain.CHUNK_CHARS, plain.OVERLAP_CHARS), and the
+- `RecursiveCharacterTextSplitter` with the plain sizes (CHUNK_CHARS, OVERLAP_CHARS), and the
   plain read and mock embedding of bench/plain.py, so every peer embeds the same text the same way.
   Each chunk's metadata is {"source": path relative to CORPUS_DIR}, the record manager's group.
 

@@ -28,8 +28,9 @@ A section is encoded once; windows are cut on its token array and byte offsets, 
 emitted piece's count is exact, `Chunk.tokens == count_tokens(Chunk.text)` (re-tokenising a
 cut piece can differ by a token or two from the slice; a piece over the limit is cut
 shorter). The count is read off the section's tokens between two positions where any
-encoding must cut, and only the few characters outside them are encoded again. Chunk texts are verbatim spans of the markdown with leading blank
-lines and trailing whitespace trimmed, so `page_starts` offsets map straight onto them.
+encoding must cut, and only the few characters outside them are encoded again. Chunk
+texts are verbatim spans of the markdown with leading blank lines and trailing whitespace
+trimmed, so `page_starts` offsets map straight onto them.
 """
 
 import bisect

@@ -6,7 +6,7 @@ transaction and one COPY per stage, and embedding requests are packed across doc
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import partial
@@ -14,9 +14,9 @@ from functools import partial
 import numpy as np
 import psycopg
 
-from tvdb_assets.lib import settings, workers
+from tvdb_assets.lib import ahead, settings, workers
 from tvdb_assets.lib.chunking import chunk_markdown
-from tvdb_assets.lib.embedding import Embedder
+from tvdb_assets.lib.embedding import Embedder, MockEmbedder
 from tvdb_assets.lib.errors import BudgetExceeded, DocumentError, ServiceError
 from tvdb_assets.lib.ids import chunk_id, sha256_text
 from tvdb_assets.lib.models import ParsedDocument
@@ -190,8 +190,56 @@ def _chunk_one(settings: ChunkSettings, document: DocumentRow) -> list[ChunkRow]
 
 
 def chunk_batch(settings: ChunkSettings, documents: Sequence[DocumentRow]) -> list[list[ChunkRow]]:
-    """Chunk each document (in document order), spread over processes for large batches."""
-    return workers.map_in_order(partial(_chunk_one, settings), documents)
+    """Chunk each document (in document order), spread over processes for large batches;
+    what `prepare_ahead` already cut with these settings is taken as it is."""
+    keys = [_content_key(d) for d in documents]
+    ready = ahead.take(("prepared", settings), keys)
+    rest = [d for d, k in zip(documents, keys, strict=True) if k not in ready]
+    computed = iter(workers.map_in_order(partial(_chunk_one, settings), rest))
+    out: list[list[ChunkRow]] = []
+    vectors: dict[Hashable, np.ndarray] = {}
+    for key in keys:
+        if key not in ready:
+            out.append(next(computed))
+            continue
+        rows, prepared = ready[key]
+        out.append(rows)
+        if prepared is not None:
+            vectors |= {(r.id, r.text_sha256): v for r, v in zip(rows, prepared, strict=True)}
+    if vectors:
+        ahead.keep(("vectors", MockEmbedder.model, _dims(vectors)), vectors)
+    return out
+
+
+def prepare_ahead(
+    documents: Sequence[DocumentRow], settings: ChunkSettings, mock_dims: int | None
+) -> None:
+    """Start chunking these just-parsed documents in the background, and embedding their
+    chunks with the mock when that is the run's embedder (`ahead`): the run's `chunks` and
+    `embeddings` then take the results instead of waiting for the workers."""
+    ahead.start(
+        ("prepared", settings),
+        partial(_prepare_one, settings, mock_dims),
+        list(documents),
+        [_content_key(d) for d in documents],
+    )
+
+
+def _prepare_one(
+    settings: ChunkSettings, mock_dims: int | None, document: DocumentRow
+) -> tuple[list[ChunkRow], np.ndarray | None]:
+    rows = _chunk_one(settings, document)
+    if mock_dims is None or not rows:
+        return rows, None
+    return rows, MockEmbedder(mock_dims).embed([r.text for r in rows], [r.tokens for r in rows])
+
+
+def _content_key(document: DocumentRow) -> tuple[str, str]:
+    return document.partition_key, sha256_text(document.markdown)
+
+
+def _dims(vectors: dict[Hashable, np.ndarray]) -> int:
+    return len(next(iter(vectors.values())))
 
 
 @dataclass
@@ -255,13 +303,23 @@ def _embed_slice(
 ) -> None:
     model, dims = embedder.model, embedder.dims
     known = vectors.cached(conn, model, dims, by_text) if embedder.cacheable else {}
-    missing = [h for h in by_text if h not in known]
-    fresh: dict[str, np.ndarray] = {}
+    # Vectors made ahead (mock mode) for exactly these chunks: fresh, as if embedded now.
+    wanted = [(c.id, h) for h, chunks in by_text.items() for c in chunks[:1] if h not in known]
+    made = ahead.take_kept(("vectors", model, dims), wanted)
+    fresh: dict[str, np.ndarray] = {
+        text_hash: made[(chunk_id, text_hash)]
+        for chunk_id, text_hash in wanted
+        if (chunk_id, text_hash) in made
+    }
+    missing = [h for h in by_text if h not in known and h not in fresh]
     substitutes: dict[str, np.ndarray] = {}
+    report.embedded_texts += len(fresh)
+    report.tokens += sum(by_text[h][0].tokens for h in fresh)
     if missing:
         first = [by_text[h][0] for h in missing]
         result = embedder.embed_texts([c.text for c in first], [c.tokens for c in first])
-        fresh = {missing[i]: result.vectors[i] for i in result.embedded}
+        now = {missing[i]: result.vectors[i] for i in result.embedded}
+        fresh |= now
         if embedder.cacheable:
             vectors.remember(conn, model, dims, fresh)
         failed = [missing[i] for i in result.missing]
@@ -273,8 +331,8 @@ def _embed_slice(
         for i, reason in result.missing.items():
             if missing[i] not in substitutes:
                 report.unembedded += [(c, reason) for c in by_text[missing[i]]]
-        report.embedded_texts += len(fresh)
-        report.tokens += sum(by_text[h][0].tokens for h in fresh)
+        report.embedded_texts += len(now)
+        report.tokens += sum(by_text[h][0].tokens for h in now)
 
     rows, stand_ins = [], []
     for text_hash, chunks in by_text.items():

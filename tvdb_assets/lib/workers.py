@@ -72,6 +72,12 @@ def map_in_order(function: Callable[[T], R], items: Sequence[T]) -> list[R]:
     return results  # type: ignore[return-value]  # no Exceeded left
 
 
+def map_all(function: Callable[[T], R], items: Sequence[T]) -> list[R | Exceeded]:
+    """`[function(item) for item in items]` in the pool, without limits; an item whose
+    worker failed is an `Exceeded` in its place."""
+    return _pool().map(function, items, None)
+
+
 class Pool:
     """`size` spawned (not forked: the caller may be a Dagster run with threads) workers."""
 

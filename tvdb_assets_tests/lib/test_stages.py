@@ -4,9 +4,11 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from tvdb_assets.lib import stages, store, workers
+from tvdb_assets.lib import ahead, stages, store, workers
+from tvdb_assets.lib.embedding import MockEmbedder
 from tvdb_assets.lib.models import ParsedDocument
 from tvdb_assets.lib.parsing import LocalParser, Parser
 from tvdb_assets.lib.store.registry import InboxFile
@@ -87,3 +89,23 @@ def test_a_paid_parser_works_on_several_documents_within_its_limit(project, tmp_
     assert parser.peak == 3
     assert all(o.document is not None and not o.cached for o in outcomes)
     assert all(o.cached for o in again)  # the second time, every result came from the cache
+
+
+def test_work_done_ahead_is_exactly_what_the_stages_would_compute(inbox) -> None:
+    uploads, files = inbox
+    docs = [o.document for o in stages.parse_batch(uploads, LocalParser(), files) if o.document]
+    settings = stages.ChunkSettings(max_tokens=128, overlap_tokens=16)
+    computed = stages.chunk_batch(settings, docs)
+
+    stages.prepare_ahead(docs, stages.ChunkSettings(max_tokens=64), 256)  # other settings
+    assert stages.chunk_batch(settings, docs) == computed  # not taken: computed again
+
+    stages.prepare_ahead(docs, settings, 256)
+    assert stages.chunk_batch(settings, docs) == computed
+    rows = [row for doc_rows in computed for row in doc_rows]
+    keys = [(r.id, r.text_sha256) for r in rows]
+    kept = ahead.take_kept(("vectors", MockEmbedder.model, 256), keys)
+    assert list(kept) == keys
+    expected = MockEmbedder(dims=256).embed([r.text for r in rows])
+    np.testing.assert_array_equal(np.vstack([kept[k] for k in keys]), expected)
+    assert ahead.take_kept(("vectors", MockEmbedder.model, 256), keys) == {}  # taken once

@@ -1,6 +1,7 @@
 """Uploads become parsed markdown in `documents`."""
 
 from dataclasses import replace
+from typing import Any
 
 import dagster as dg
 
@@ -12,7 +13,12 @@ from tvdb_assets.defs.assets.batch import (
     save_circuit,
 )
 from tvdb_assets.defs.partitions import documents_partitions
-from tvdb_assets.defs.resources import ParserResource, PostgresResource, UploadsResource
+from tvdb_assets.defs.resources import (
+    EmbedderResource,
+    ParserResource,
+    PostgresResource,
+    UploadsResource,
+)
 from tvdb_assets.lib import stages
 from tvdb_assets.lib.store import dead_letters, documents, registry
 from tvdb_assets.lib.store.dead_letters import IngestError
@@ -41,6 +47,7 @@ def parsed_documents(
     parser: ParserResource,
     upload_store: UploadsResource,
     database: PostgresResource,
+    embedder: EmbedderResource,
 ) -> dg.MaterializeResult:
     """Each upload parsed to markdown (PDF pages kept), one row per document in `documents`.
 
@@ -72,6 +79,7 @@ def parsed_documents(
                 documents.replace(conn, parsed, context.run.run_id)
                 dead_letters.resolve(conn, [d.partition_key for d in parsed], ("read", "parse"))
                 dead_letters.record(conn, errors)
+            _prepare_ahead(context, embedder, parsed)
             circuit = save_circuit(conn, client)
 
         for outcome in outcomes:
@@ -109,3 +117,21 @@ def parsed_documents(
                 **circuit,
             }
         )
+
+
+def _prepare_ahead(
+    context: dg.AssetExecutionContext, embedder: EmbedderResource, parsed: list
+) -> None:
+    """Have the workers chunk (and, in mock mode, embed) what this run stores next, while
+    this process writes documents and events (`lib.ahead`)."""
+    selected = context.run.asset_selection  # None or empty: the whole job
+    if not parsed or (selected and dg.AssetKey("chunks") not in selected):
+        return
+    ops: Any = context.run.run_config.get("ops") or {}
+    config: Any = (ops.get("chunks") or {}).get("config") or {}
+    settings = stages.ChunkSettings(
+        **{k: config[k] for k in ("max_tokens", "overlap_tokens") if k in config}
+    )
+    embeds = not selected or dg.AssetKey("embeddings") in selected
+    mock_dims = embedder.dims if embeds and embedder.mode == "mock" else None
+    stages.prepare_ahead(parsed, settings, mock_dims)

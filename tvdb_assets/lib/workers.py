@@ -197,6 +197,8 @@ def _death(exitcode: int | None, memory_mb: int | None) -> Exceeded:
 def _serve(conn: Connection) -> None:
     """A worker's loop: (function, item, memory limit) in, (status, value) out, until the
     pipe closes."""
+    # Ctrl-C reaches the whole process group: the parent decides, and stops its workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _, unlimited = resource.getrlimit(resource.RLIMIT_AS)
     while True:
         try:

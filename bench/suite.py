@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pgserver
 
-from bench import bare, corpus, hostile, ingest, pathological, peers, tpm
+from bench import bare, corpus, hostile, ingest, pathological, peers, scale, tpm
 from bench.procs import MIB
 from bench.report import Record, emit, log, table
 from tvdb_assets import dagster_env
@@ -36,6 +36,8 @@ HEADLINES = {
     "peer_first_ingest": "ingest_docs_per_s",
     "first_ingest": "ingest_docs_per_s",
     "pdf_ingest": "pages_per_s",
+    "scale_ingest": "ingest_docs_per_s",
+    "scale_flat": "ratio",
     "dagster_bookkeeping": "ms_per_doc",
     "unchanged_reingest_cli": "seconds_per_500_docs",
     "single_large_file": "peak_rss_mib",
@@ -294,6 +296,8 @@ def measure(work: Path) -> list[Record]:
 
     log(f"real mode under a TPM limit: {tpm.TPM_LIMIT:,} tokens/min against a loopback OpenAI")
     records.append(_emit(tpm.run()))
+    log(f"scale: {' and '.join(f'{n:,}' for n in scale.SIZES)} small documents, then sensor ticks")
+    records += [_emit(record) for record in scale.run(work / "scale")]
     return records
 
 

@@ -210,6 +210,14 @@ def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
     return {name: passed for name, (passed, _) in check_evaluations(result).items()}
 
 
+def check_metadata(result: dg.ExecuteInProcessResult, name: str) -> dict[str, object]:
+    for e in result.all_events:
+        data = e.event_specific_data
+        if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION and data.check_name == name:
+            return {k: v.value for k, v in data.metadata.items()}
+    raise AssertionError(f"no evaluation of {name}")
+
+
 def check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, tuple[bool, str]]:
     return {
         e.asset_check_evaluation_data.check_name: (
@@ -236,10 +244,25 @@ def test_data_quality_checks_run_with_each_batch(project: Project, instance, tmp
         "services_healthy": True,
     }
 
+    # A check reads the documents of its run: others' missing vectors are theirs to report
+    # (and would cost a scan of every vector on every batch).
     with project.connect() as conn:
         conn.execute("DELETE FROM embeddings WHERE partition_key <> %s", (key,))
+    elsewhere = job.execute_in_process(instance=instance, partition_key=key)
+    assert check_results(elsewhere)["every_chunk_has_one_vector"] is True
+    scope = check_metadata(elsewhere, "every_chunk_has_one_vector")["scope"]
+    assert scope == "1 document(s) of this run"
+
+    # A vector of the run's own document that lost its dims is caught.
+    with project.connect() as conn:
+        conn.execute(
+            "UPDATE embeddings SET embedding = '[1,0,0]' WHERE chunk_id = "
+            "(SELECT chunk_id FROM embeddings WHERE partition_key = %s LIMIT 1)",
+            (key,),
+        )
     broken = job.execute_in_process(instance=instance, partition_key=key)
     assert check_results(broken)["every_chunk_has_one_vector"] is False
+    assert check_metadata(broken, "every_chunk_has_one_vector")["vectors_with_wrong_dims"] == 1
 
 
 def test_the_hnsw_index_is_built_at_the_threshold_and_used_by_search(

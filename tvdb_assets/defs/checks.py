@@ -4,32 +4,62 @@ import dagster as dg
 
 from tvdb_assets.defs.assets.indexing import embeddings
 from tvdb_assets.defs.assets.ingestion import parsed_documents
+from tvdb_assets.defs.partitions import DOCUMENTS, RANGE_END_TAG, RANGE_START_TAG
 from tvdb_assets.defs.resources import EmbedderResource, PostgresResource, budget
 from tvdb_assets.lib.store import ledger
 
 WARN_AT = 0.8  # share of a budget at which the cost check warns
+PARTITION_TAG = "dagster/partition"
+
+
+# The rows a check reads: the run's documents, or all of them (a run without partitions).
+_IN_RUN = "(%(keys)s::text[] IS NULL OR {column} = ANY(%(keys)s))"
+
+
+def run_partition_keys(context: dg.AssetCheckExecutionContext) -> list[str] | None:
+    """The documents this run materialized, so a check reads those rows only and stays
+    cheap however many documents are stored; None for a run without partitions."""
+    tags = context.run.tags
+    if key := tags.get(PARTITION_TAG):
+        return [key]
+    start, end = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
+    if not (start and end):
+        return None
+    keys = list(context.instance.get_dynamic_partitions(DOCUMENTS))
+    if start not in keys or end not in keys:
+        return None  # a range since changed: check everything rather than guess
+    return keys[keys.index(start) : keys.index(end) + 1]
+
+
+def _scope(keys: list[str] | None) -> str:
+    return f"{len(keys)} document(s) of this run" if keys is not None else "all documents"
 
 
 @dg.asset_check(asset=embeddings, description="Every chunk has one vector of the model's dims.")
 def every_chunk_has_one_vector(
-    embedder: EmbedderResource, database: PostgresResource
+    context: dg.AssetCheckExecutionContext, embedder: EmbedderResource, database: PostgresResource
 ) -> dg.AssetCheckResult:
     client = embedder.client()
+    keys = run_partition_keys(context)
+    in_run = _IN_RUN.format(column="c.partition_key")
     with database.connect() as conn:
         # Chunks left without a vector for a reason already in ingest_errors.
         rejected_row = conn.execute(
-            """SELECT count(*) FROM chunks c
-                WHERE NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.chunk_id = c.id)
+            f"""SELECT count(*) FROM chunks c
+                WHERE {in_run}
+                  AND NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.chunk_id = c.id)
                   AND EXISTS (SELECT 1 FROM ingest_errors i WHERE i.partition_key = c.partition_key
-                              AND i.stage = 'embed' AND i.resolved_at IS NULL)"""
+                              AND i.stage = 'embed' AND i.resolved_at IS NULL)""",
+            {"keys": keys},
         ).fetchone()
         row = conn.execute(
-            """SELECT count(*),
+            f"""SELECT count(*),
                       count(*) FILTER (WHERE e.chunk_id IS NULL),
                       count(*) FILTER (WHERE e.model <> %(model)s OR e.dims <> %(dims)s),
                       count(*) FILTER (WHERE vector_dims(e.embedding) <> e.dims)
-                 FROM chunks c LEFT JOIN embeddings e ON e.chunk_id = c.id""",
-            {"model": client.model, "dims": client.dims},
+                 FROM chunks c LEFT JOIN embeddings e ON e.chunk_id = c.id
+                WHERE {in_run}""",
+            {"model": client.model, "dims": client.dims, "keys": keys},
         ).fetchone()
     chunks, missing, other_model, wrong_dims = row or (0, 0, 0, 0)
     rejected = rejected_row[0] if rejected_row else 0
@@ -47,19 +77,30 @@ def every_chunk_has_one_vector(
             "vectors_with_wrong_dims": wrong_dims,
             "model": client.model,
             "dims": client.dims,
+            "scope": _scope(keys),
         },
     )
 
 
 @dg.asset_check(asset=parsed_documents, description="No parsed document is empty.")
-def documents_are_not_empty(database: PostgresResource) -> dg.AssetCheckResult:
+def documents_are_not_empty(
+    context: dg.AssetCheckExecutionContext, database: PostgresResource
+) -> dg.AssetCheckResult:
+    keys = run_partition_keys(context)
+    in_run = _IN_RUN.format(column="partition_key")
     with database.connect() as conn:
         rows = conn.execute(
-            "SELECT path FROM documents WHERE btrim(markdown) = '' ORDER BY path LIMIT 20"
+            f"SELECT path FROM documents WHERE {in_run} AND btrim(markdown) = '' "
+            "ORDER BY path LIMIT 20",
+            {"keys": keys},
         ).fetchall()
     return dg.AssetCheckResult(
         passed=not rows,
-        metadata={"empty_documents": len(rows), "examples": ", ".join(r[0] for r in rows)},
+        metadata={
+            "empty_documents": len(rows),
+            "examples": ", ".join(r[0] for r in rows),
+            "scope": _scope(keys),
+        },
     )
 
 

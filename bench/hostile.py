@@ -73,7 +73,7 @@ def run() -> Record:
 
 
 def _one(path: Path) -> dict[str, object]:
-    from tvdb_assets.lib import stages
+    from tvdb_assets.lib import stages, workers
     from tvdb_assets.lib.ids import partition_key_for
     from tvdb_assets.lib.parsing import LocalParser
     from tvdb_assets.lib.store.registry import InboxFile
@@ -88,6 +88,7 @@ def _one(path: Path) -> dict[str, object]:
     started = time.perf_counter()
     (outcome,) = stages.parse_batch(uploads, LocalParser(), [file])
     seconds = time.perf_counter() - started
+    workers.stop()  # the pool's workers are children only once they are reaped
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     said = (

@@ -19,8 +19,8 @@ import dagster as dg
 import psycopg
 
 from tvdb_assets.defs.partitions import DOCUMENTS, range_tags
-from tvdb_assets.defs.runs import fail_orphaned_runs, in_flight_keys
-from tvdb_assets.lib import database, errors, settings, store, sync
+from tvdb_assets.defs.runs import IN_FLIGHT, fail_orphaned_runs, in_flight_keys
+from tvdb_assets.lib import database, errors, settings, stages, store, sync, workers
 from tvdb_assets.lib.intake import IngestSummary, Intake, summarize, take_in
 from tvdb_assets.lib.store import claims
 
@@ -56,6 +56,9 @@ def run(
     notice: Notice | None = None,
     poll_seconds: float = 1.0,
 ) -> IngestSummary:
+    if intake.wanted:
+        # The parse and chunk workers start (spawn, import, load the tokenizer) meanwhile.
+        workers.start(stages.warm_worker)
     # Autocommit: a claim or an owned run must be visible to others as soon as it is made.
     with _owner() as owner, store.connect(autocommit=True) as conn:
         fail_orphaned_runs(instance, conn)
@@ -186,12 +189,22 @@ class Batches:
         except Exception as exc:
             if errors.is_lost_database(exc) and not isinstance(exc, errors.DatabaseLost):
                 raise errors.DatabaseLost(database.location(), run_id) from exc
+            if not isinstance(exc, Interrupted):
+                _fail_unfinished(self.instance, run_id, exc)
             raise
         finally:
             # With the database gone, the claims went with the owner's lock already.
             with contextlib.suppress(psycopg.OperationalError), self.conn.transaction():
                 claims.disown_runs(self.conn, [run_id])
                 claims.release(self.conn, self.owner.number, keys)
+
+
+def _fail_unfinished(instance: dg.DagsterInstance, run_id: str, exc: Exception) -> None:
+    """Dagster raised outside the run's own failure handling (creating it, say): a run left
+    NOT_STARTED would count its documents as in flight for good, so it is failed here."""
+    run = instance.get_run_by_id(run_id)
+    if run is not None and run.status in IN_FLIGHT:
+        instance.report_run_failed(run, f"tvdb ingest stopped it: {type(exc).__name__}")
 
 
 @contextmanager

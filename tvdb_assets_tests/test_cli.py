@@ -1,7 +1,10 @@
 """The `tvdb` console script, run as a user would."""
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 from tvdb_assets.cli import main
 from tvdb_assets_tests.conftest import Project
@@ -77,3 +80,28 @@ def test_status_shows_spend_and_budget(project: Project, capsys):
     assert re.search(r"spent_usd\s+0\.001000", out)
     assert re.search(r"budget_left_usd\s+4\.999000", out)
     assert re.search(r"openai/text-embedding-3-small\s+tokens / usd\s+50000 / 0\.001000", out)
+
+
+def test_mock_mode_imports_no_service_sdk(project: Project, tmp_path):
+    # The OpenAI and LlamaParse SDKs take seconds to import; an ingest that never calls
+    # them (mock mode, the default) must not pay for them, nor must its workers.
+    source = tmp_path / "notes"
+    source.mkdir()
+    (source / "tides.md").write_text("# Tides\n\nThe moon pulls the sea twice a day.\n")
+    (source / "page.html").write_text("<h1>Kelp</h1><p>Kelp forests shelter fish.</p>")
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "tvdb_assets.cli", "ingest", str(source)],
+        env={**os.environ, "TVDB_WORKERS": "2"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "2 ingested" in done.stdout
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert {"tvdb_assets.definitions", "html_to_markdown", "tiktoken"} <= imported
+    assert not {"openai", "llama_cloud_services", "llama_cloud"} & imported

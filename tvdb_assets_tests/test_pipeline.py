@@ -318,3 +318,26 @@ def test_the_cost_check_warns_at_80_percent_and_fails_when_the_budget_is_used(
         instance=instance, partition_key=key, raise_on_error=False
     )
     assert check_evaluations(result)["cost_within_budget"] == expected
+
+
+def test_a_run_dagster_could_not_start_is_failed_and_its_documents_ingest_next_time(
+    project: Project, instance, tmp_path, monkeypatch
+):
+    source = tmp_path / "kb"
+    write_corpus(source)
+    create_run = instance.create_run_for_job
+
+    def create_then_break(*args, **kwargs):  # a fault inside Dagster, after the run row exists
+        create_run(*args, **kwargs)
+        raise RuntimeError("event log unavailable")
+
+    monkeypatch.setattr(instance, "create_run_for_job", create_then_break)
+    with pytest.raises(RuntimeError, match="event log unavailable"):
+        ingest(source, instance)
+    monkeypatch.setattr(instance, "create_run_for_job", create_run)
+
+    (stuck,) = instance.get_runs()
+    assert stuck.status == dg.DagsterRunStatus.FAILURE  # not NOT_STARTED for good
+    summary = ingest(source, instance)
+    assert summary.errors == [] and summary.ingested == summary.files > 0
+    assert table_count(project, "embeddings") == table_count(project, "chunks") > 0

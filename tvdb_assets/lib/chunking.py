@@ -347,6 +347,12 @@ def _common_prefix(paths: list[tuple[str, ...]]) -> tuple[str, ...]:
 # --- splitting one big section ----------------------------------------------------------------
 
 
+def warm(encoding: str = DEFAULT_ENCODING) -> None:
+    """Load what chunking needs first (the tokenizer, its token lengths) ahead of time."""
+    get_encoding(encoding)
+    _token_lengths(encoding)
+
+
 @functools.cache
 def _token_lengths(encoding: str) -> npt.NDArray[np.int64]:
     """Byte length of every token id (0 for ids that are not mergeable tokens)."""

@@ -14,7 +14,7 @@ from functools import partial
 import numpy as np
 import psycopg
 
-from tvdb_assets.lib import ahead, settings, workers
+from tvdb_assets.lib import ahead, chunking, settings, workers
 from tvdb_assets.lib.chunking import chunk_markdown
 from tvdb_assets.lib.embedding import Embedder, MockEmbedder
 from tvdb_assets.lib.errors import BudgetExceeded, DocumentError, ServiceError
@@ -157,6 +157,16 @@ def _as_parsed(row: DocumentRow) -> ParsedDocument:
     return ParsedDocument(row.markdown, row.parser, row.mime, row.pages, row.page_starts)
 
 
+# Markdown characters whose mock vectors `prepare_ahead` makes in one go (~16 MB of text,
+# about 10,000 chunks, 60 MB of vectors).
+AHEAD_EMBED_CHARS = 16_000_000
+
+
+def warm_worker() -> None:
+    """A worker's head start: this module's imports, the tokenizer and its token lengths."""
+    chunking.warm()
+
+
 @dataclass(frozen=True, slots=True)
 class ChunkSettings:
     max_tokens: int = 512
@@ -217,17 +227,25 @@ def prepare_ahead(
     """Start chunking these just-parsed documents in the background, and embedding their
     chunks with the mock when that is the run's embedder (`ahead`): the run's `chunks` and
     `embeddings` then take the results instead of waiting for the workers."""
+    # Vectors made ahead wait in memory until `embeddings` takes them: only for the first
+    # documents up to a bound (about 10,000 chunks); the rest are embedded as always.
+    budget = AHEAD_EMBED_CHARS if mock_dims is not None else 0
+    items = []
+    for document in documents:
+        budget -= len(document.markdown)
+        items.append((document, mock_dims if budget >= 0 else None))
     ahead.start(
         ("prepared", settings),
-        partial(_prepare_one, settings, mock_dims),
-        list(documents),
+        partial(_prepare_one, settings),
+        items,
         [_content_key(d) for d in documents],
     )
 
 
 def _prepare_one(
-    settings: ChunkSettings, mock_dims: int | None, document: DocumentRow
+    settings: ChunkSettings, item: tuple[DocumentRow, int | None]
 ) -> tuple[list[ChunkRow], np.ndarray | None]:
+    document, mock_dims = item
     rows = _chunk_one(settings, document)
     if mock_dims is None or not rows:
         return rows, None

@@ -7,6 +7,7 @@ used from one thread at a time: a run's assets, and the CLI's batches, go one af
 """
 
 import atexit
+import contextlib
 import multiprocessing
 import os
 import resource
@@ -72,6 +73,21 @@ def map_in_order(function: Callable[[T], R], items: Sequence[T]) -> list[R]:
     return results  # type: ignore[return-value]  # no Exceeded left
 
 
+def start(initializer: Callable[[], None] | None = None) -> None:
+    """Start the pool now, each worker running `initializer` before its first item, so the
+    workers' start-up (an interpreter, imports, a tokenizer) overlaps the caller's own."""
+    _pool(initializer)
+
+
+def stop() -> None:
+    """Stop the pool's workers now (they are also stopped at exit)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is not None:
+            _POOL.close()
+            _POOL = None
+
+
 def map_all(function: Callable[[T], R], items: Sequence[T]) -> list[R | Exceeded]:
     """`[function(item) for item in items]` in the pool, without limits; an item whose
     worker failed is an `Exceeded` in its place."""
@@ -81,9 +97,10 @@ def map_all(function: Callable[[T], R], items: Sequence[T]) -> list[R | Exceeded
 class Pool:
     """`size` spawned (not forked: the caller may be a Dagster run with threads) workers."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, initializer: Callable[[], None] | None = None) -> None:
         self._context = multiprocessing.get_context("spawn")
-        self._workers = [_Worker(self._context) for _ in range(size)]
+        self._initializer = initializer
+        self._workers = [_Worker(self._context, initializer) for _ in range(size)]
         self._lock = threading.Lock()
 
     def map(
@@ -133,7 +150,7 @@ class Pool:
 
     def _replace(self, worker: "_Worker") -> "_Worker":
         worker.stop()
-        fresh = _Worker(self._context)
+        fresh = _Worker(self._context, self._initializer)
         self._workers[self._workers.index(worker)] = fresh
         return fresh
 
@@ -146,19 +163,19 @@ _POOL: Pool | None = None
 _POOL_LOCK = threading.Lock()
 
 
-def _pool() -> Pool:
+def _pool(initializer: Callable[[], None] | None = None) -> Pool:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            _POOL = Pool(worker_count())
+            _POOL = Pool(worker_count(), initializer)
             atexit.register(_POOL.close)
         return _POOL
 
 
 class _Worker:
-    def __init__(self, context: Any) -> None:
+    def __init__(self, context: Any, initializer: Callable[[], None] | None) -> None:
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child,), daemon=True)
+        self.process = context.Process(target=_serve, args=(child, initializer), daemon=True)
         self.process.start()
         child.close()
 
@@ -194,12 +211,15 @@ def _death(exitcode: int | None, memory_mb: int | None) -> Exceeded:
     return Exceeded(f"the worker process stopped ({how})")
 
 
-def _serve(conn: Connection) -> None:
+def _serve(conn: Connection, initializer: Callable[[], None] | None) -> None:
     """A worker's loop: (function, item, memory limit) in, (status, value) out, until the
     pipe closes."""
     # Ctrl-C reaches the whole process group: the parent decides, and stops its workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _, unlimited = resource.getrlimit(resource.RLIMIT_AS)
+    if initializer is not None:
+        with contextlib.suppress(Exception):  # a head start only: items load what they need
+            initializer()
     while True:
         try:
             function, item, memory_mb = conn.recv()

@@ -30,7 +30,7 @@ import pgserver
 from bench import ingest
 from bench.procs import cli_env, run_measured
 from bench.report import Record, log
-from tvdb_assets.defs.partitions import DOCUMENTS, RANGE_END_TAG, RANGE_START_TAG
+from tvdb_assets.defs.partitions import DOCUMENTS, RANGE_END_TAG, RANGE_START_TAG, apply_requests
 from tvdb_assets.lib.ids import partition_key_for
 
 SIZES = (2000, 20000)
@@ -174,12 +174,7 @@ def _tick(
 def _apply(instance: dg.DagsterInstance, result: Any) -> float:
     """What the daemon does with a tick's partition requests, timed."""
     started = time.perf_counter()
-    for request in result.dynamic_partitions_requests or []:
-        if isinstance(request, dg.AddDynamicPartitionsRequest):
-            instance.add_dynamic_partitions(DOCUMENTS, list(request.partition_keys))
-        else:
-            for key in request.partition_keys:
-                instance.delete_dynamic_partition(DOCUMENTS, key)
+    apply_requests(instance, result.dynamic_partitions_requests)
     return round(time.perf_counter() - started, 3)
 
 

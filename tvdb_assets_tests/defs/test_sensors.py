@@ -7,7 +7,7 @@ import psycopg
 
 from tvdb_assets.definitions import defs
 from tvdb_assets.defs import runs
-from tvdb_assets.defs.partitions import DOCUMENTS, RANGE_END_TAG, RANGE_START_TAG
+from tvdb_assets.defs.partitions import DOCUMENTS, RANGE_END_TAG, RANGE_START_TAG, apply_requests
 from tvdb_assets.defs.resources import PostgresResource, UploadsResource
 from tvdb_assets.defs.sensors import inbox_sensor
 from tvdb_assets.lib.ids import partition_key_for
@@ -27,12 +27,7 @@ def tick(instance: dg.DagsterInstance, cursor: str | None):
     )
     result = inbox_sensor.evaluate_tick(context)
     # The daemon applies partition requests; a test applies them itself.
-    for request in result.dynamic_partitions_requests or []:
-        if isinstance(request, dg.AddDynamicPartitionsRequest):
-            instance.add_dynamic_partitions(DOCUMENTS, list(request.partition_keys))
-        else:
-            for key in request.partition_keys:
-                instance.delete_dynamic_partition(DOCUMENTS, key)
+    apply_requests(instance, result.dynamic_partitions_requests)
     return result
 
 

@@ -324,22 +324,16 @@ def _embed_slice(
     # Vectors made ahead (mock mode) for exactly these chunks: fresh, as if embedded now.
     wanted = [(c.id, h) for h, chunks in by_text.items() for c in chunks[:1] if h not in known]
     made = ahead.take_kept(("vectors", model, dims), wanted)
-    fresh: dict[str, np.ndarray] = {
-        text_hash: made[(chunk_id, text_hash)]
-        for chunk_id, text_hash in wanted
-        if (chunk_id, text_hash) in made
-    }
+    fresh: dict[str, np.ndarray] = {key[1]: made[key] for key in wanted if key in made}
     missing = [h for h in by_text if h not in known and h not in fresh]
     substitutes: dict[str, np.ndarray] = {}
-    report.embedded_texts += len(fresh)
-    report.tokens += sum(by_text[h][0].tokens for h in fresh)
     if missing:
         first = [by_text[h][0] for h in missing]
         result = embedder.embed_texts([c.text for c in first], [c.tokens for c in first])
-        now = {missing[i]: result.vectors[i] for i in result.embedded}
-        fresh |= now
+        paid = {missing[i]: result.vectors[i] for i in result.embedded}
         if embedder.cacheable:
-            vectors.remember(conn, model, dims, fresh)
+            vectors.remember(conn, model, dims, paid)
+        fresh |= paid
         failed = [missing[i] for i in result.missing]
         if failed and embedder.fallback is not None:
             stand_in = embedder.fallback.embed([by_text[h][0].text for h in failed])
@@ -349,8 +343,8 @@ def _embed_slice(
         for i, reason in result.missing.items():
             if missing[i] not in substitutes:
                 report.unembedded += [(c, reason) for c in by_text[missing[i]]]
-        report.embedded_texts += len(now)
-        report.tokens += sum(by_text[h][0].tokens for h in now)
+    report.embedded_texts += len(fresh)
+    report.tokens += sum(by_text[h][0].tokens for h in fresh)
 
     rows, stand_ins = [], []
     for text_hash, chunks in by_text.items():

@@ -113,7 +113,6 @@ class Pool:
         self, function: Callable[[T], R], items: Sequence[T], limits: Limits | None
     ) -> list[R | Exceeded]:
         results: list[Any] = [None] * len(items)
-        done = [False] * len(items)
         pending = deque(enumerate(items))
         idle = list(self._workers)
         busy: dict[Connection, tuple[_Worker, int, float]] = {}
@@ -126,20 +125,17 @@ class Pool:
                     index, item = pending.popleft()
                     worker.send(function, item, memory_mb)
                     busy[worker.conn] = (worker, index, time.monotonic() + seconds)
-                next_deadline = min(deadline for _, _, deadline in busy.values())
-                timeout = None if next_deadline == float("inf") else next_deadline
-                if timeout is not None:
-                    timeout = max(0.0, timeout - time.monotonic())
+                first = min(deadline for _, _, deadline in busy.values())
+                timeout = None if first == float("inf") else max(0.0, first - time.monotonic())
                 for conn in wait(list(busy), timeout=timeout):
                     worker, index, _ = busy.pop(conn)  # type: ignore[arg-type]
-                    results[index], done[index] = worker.receive(memory_mb), True
+                    results[index] = worker.receive(memory_mb)
                     idle.append(worker if worker.alive() else self._replace(worker))
                 now = time.monotonic()
                 for conn, (worker, index, deadline) in list(busy.items()):
                     if now >= deadline:
                         del busy[conn]
                         results[index] = Exceeded(f"took longer than {seconds:g} s", limit=True)
-                        done[index] = True
                         idle.append(self._replace(worker))
         finally:
             # Interrupted (Ctrl-C, a lost database): workers still on an item are replaced,

@@ -34,7 +34,7 @@ KINDS = {
     ".pdf": "pdf",
 }
 CAPS = {"md": 150, "html": 150, "txt": 150, "rst": 100, "pdf": 20}
-GENERATED_PDFS = 20
+GENERATED_PDFS = 40
 MIN_BYTES, MAX_BYTES = 200, 2 * 1024 * 1024
 _BOILERPLATE = re.compile(r"^(licen[cs]e|copying|copyright|authors|notice|third.party)", re.I)
 _UNSAFE = re.compile(r"[^\w.-]+")
@@ -107,15 +107,16 @@ def pdf_bytes(title: str, text: str) -> bytes:
 
 
 def _generate_pdfs(sources: list[Path], count: int, out: Path) -> int:
-    """`count` PDFs of 12-40k characters each, built from consecutive source texts."""
+    """`count` PDFs of 60-150k characters (about 40 pages) each, built from consecutive
+    source texts: enough pages that a PDF ingest measures pages, not one run's fixed cost."""
     out.mkdir(parents=True, exist_ok=True)
     for n in range(count):
         parts: list[str] = []
         index = n * 7
-        while sum(map(len, parts)) < 12_000:
+        while sum(map(len, parts)) < 60_000:
             parts.append(sources[index % len(sources)].read_text(errors="replace"))
             index += 1
-        text = "\n\n".join(parts)[:40_000]
+        text = "\n\n".join(parts)[:150_000]
         (out / f"generated-{n:02d}.pdf").write_bytes(pdf_bytes(f"Generated document {n}", text))
     return count
 

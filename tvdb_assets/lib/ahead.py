@@ -78,10 +78,3 @@ def take_kept(name: Hashable, keys: Sequence[Hashable]) -> dict[Hashable, Any]:
         if not kept:
             _kept.pop(name, None)
     return found
-
-
-def forget() -> None:
-    """Drop everything (tests, and a process that switches to other work)."""
-    with _lock:
-        _jobs.clear()
-        _kept.clear()

@@ -66,7 +66,7 @@ def map_in_order(function: Callable[[T], R], items: Sequence[T]) -> list[R]:
     """`[function(item) for item in items]`, in the pool when there are enough items."""
     if worker_count() <= 1 or (_POOL is None and len(items) < MIN_ITEMS_FOR_POOL):
         return [function(item) for item in items]
-    results = _pool().map(function, items, None)
+    results = map_all(function, items)
     for item, result in zip(items, results, strict=True):
         if isinstance(result, Exceeded):
             raise WorkerFailed(f"a worker failed on {item!r:.80}: {result.reason}")

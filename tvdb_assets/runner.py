@@ -20,7 +20,7 @@ import psycopg
 
 from tvdb_assets.defs.partitions import DOCUMENTS, range_tags
 from tvdb_assets.defs.runs import IN_FLIGHT, fail_orphaned_runs, in_flight_keys
-from tvdb_assets.lib import database, errors, settings, stages, store, sync, workers
+from tvdb_assets.lib import ahead, database, errors, settings, stages, store, sync, workers
 from tvdb_assets.lib.intake import IngestSummary, Intake, summarize, take_in
 from tvdb_assets.lib.store import claims
 
@@ -57,8 +57,8 @@ def run(
     poll_seconds: float = 1.0,
 ) -> IngestSummary:
     if intake.wanted:
-        # The parse and chunk workers start (spawn, import, load the tokenizer) meanwhile.
-        workers.start(stages.warm_worker)
+        # The parse and chunk workers start (import, load the tokenizer) meanwhile.
+        workers.start(preload=[stages.WORKER_PRELOAD])
     # Autocommit: a claim or an owned run must be visible to others as soon as it is made.
     with _owner() as owner, store.connect(autocommit=True) as conn:
         fail_orphaned_runs(instance, conn)
@@ -139,8 +139,14 @@ class Batches:
             settled_elsewhere = len(left) - len(taken.mine) - len(taken.elsewhere)
             show(len(tried) + settled_elsewhere)
             if taken.mine:
-                for keys in self._lay_out(taken.mine):
-                    self._run(keys)
+                batches = self._lay_out(taken.mine)
+                for keys, following in zip(batches, [*batches[1:], []], strict=True):
+                    # The run may parse the next batch ahead, while it stores its own.
+                    ahead.set_next_batch(following)
+                    try:
+                        self._run(keys)
+                    finally:
+                        ahead.set_next_batch([])
                     tried.update(keys)
                     show(len(tried) + settled_elsewhere)
                 continue

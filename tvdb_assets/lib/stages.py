@@ -14,7 +14,7 @@ from functools import partial
 import numpy as np
 import psycopg
 
-from tvdb_assets.lib import ahead, chunking, settings, workers
+from tvdb_assets.lib import ahead, settings, workers
 from tvdb_assets.lib.chunking import chunk_markdown
 from tvdb_assets.lib.embedding import Embedder, MockEmbedder
 from tvdb_assets.lib.errors import BudgetExceeded, DocumentError, ServiceError
@@ -125,9 +125,27 @@ def parse_batch(
 def _parse_locally(
     uploads: UploadStore, parser: Parser, files: Sequence[InboxFile]
 ) -> list[ParseOutcome]:
-    """Parse on this machine. A batch with any PDF or HTML, whose cost is not bounded by
-    their size, goes through guarded workers: each document within a time and memory
-    limit. Text and markdown alone need no guard and go as before (the pool if it pays)."""
+    """Parse on this machine, or take what the previous run parsed ahead (`work_ahead`)
+    from exactly these files."""
+    ready = ahead.take(_parsed(parser), [f.partition_key for f in files])
+    rest = [f for f in files if not _same_file(ready.get(f.partition_key), f)]
+    computed = iter(_parse_here(uploads, parser, rest))
+    return [
+        ready[f.partition_key] if _same_file(ready.get(f.partition_key), f) else next(computed)
+        for f in files
+    ]
+
+
+def _same_file(outcome: "ParseOutcome | None", file: InboxFile) -> bool:
+    return outcome is not None and outcome.file == file
+
+
+def _parse_here(
+    uploads: UploadStore, parser: Parser, files: Sequence[InboxFile]
+) -> list[ParseOutcome]:
+    """A batch with any PDF or HTML, whose cost is not bounded by their size, goes through
+    guarded workers: each document within a time and memory limit. Text and markdown alone
+    need no guard and go as before (the pool if it pays)."""
     work = partial(_parse_one, uploads, parser)
     if not any(_risky(uploads, f) for f in files):
         return workers.map_in_order(work, files)
@@ -145,6 +163,11 @@ def _parse_locally(
     return outcomes
 
 
+def _parsed(parser: Parser) -> Hashable:
+    """Where parse results made ahead wait: per parser settings."""
+    return ("parsed", parser.settings)
+
+
 def _risky(uploads: UploadStore, file: InboxFile) -> bool:
     try:
         kind = detect_kind(file.shown, uploads.head(file.path))
@@ -157,14 +180,14 @@ def _as_parsed(row: DocumentRow) -> ParsedDocument:
     return ParsedDocument(row.markdown, row.parser, row.mime, row.pages, row.page_starts)
 
 
-# Markdown characters whose mock vectors `prepare_ahead` makes in one go (~16 MB of text,
-# about 10,000 chunks, 60 MB of vectors).
+# Markdown characters whose mock vectors one job ahead makes (~16 MB of text, about 10,000
+# chunks, 60 MB of vectors): the vectors wait in memory until `embeddings` takes them.
 AHEAD_EMBED_CHARS = 16_000_000
 
 
-def warm_worker() -> None:
-    """A worker's head start: this module's imports, the tokenizer and its token lengths."""
-    chunking.warm()
+# What the workers' fork server imports first (`workers.start`): this module's imports, the
+# tokenizer and its token lengths, loaded once for every worker.
+WORKER_PRELOAD = "tvdb_assets.lib.worker_preload"
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,18 +224,22 @@ def _chunk_one(settings: ChunkSettings, document: DocumentRow) -> list[ChunkRow]
 
 def chunk_batch(settings: ChunkSettings, documents: Sequence[DocumentRow]) -> list[list[ChunkRow]]:
     """Chunk each document (in document order), spread over processes for large batches;
-    what `prepare_ahead` already cut with these settings is taken as it is."""
-    keys = [_content_key(d) for d in documents]
-    ready = ahead.take(("prepared", settings), keys)
-    rest = [d for d, k in zip(documents, keys, strict=True) if k not in ready]
+    what `work_ahead` already cut from the same markdown with these settings is taken."""
+    made = ahead.take(("prepared", settings), [d.partition_key for d in documents])
+    ready = {}
+    for document in documents:
+        found = made.get(document.partition_key)
+        if found is not None and found[0] == _content_key(document):
+            ready[document.partition_key] = found
+    rest = [d for d in documents if d.partition_key not in ready]
     computed = iter(workers.map_in_order(partial(_chunk_one, settings), rest))
     out: list[list[ChunkRow]] = []
     vectors: dict[Hashable, np.ndarray] = {}
-    for key in keys:
-        if key not in ready:
+    for document in documents:
+        if document.partition_key not in ready:
             out.append(next(computed))
             continue
-        rows, prepared = ready[key]
+        _, rows, prepared = ready[document.partition_key]
         out.append(rows)
         if prepared is not None:
             vectors |= {(r.id, r.text_sha256): v for r, v in zip(rows, prepared, strict=True)}
@@ -221,35 +248,78 @@ def chunk_batch(settings: ChunkSettings, documents: Sequence[DocumentRow]) -> li
     return out
 
 
-def prepare_ahead(
-    documents: Sequence[DocumentRow], settings: ChunkSettings, mock_dims: int | None
+@dataclass(frozen=True)
+class NextBatch:
+    """The files of the run that comes after this one, to parse ahead when the parser is
+    local (a paid parser is asked only by the run that needs the text)."""
+
+    uploads: UploadStore
+    parser: Parser
+    files: Sequence[InboxFile]
+
+
+def work_ahead(
+    documents: Sequence[DocumentRow],
+    settings: ChunkSettings,
+    mock_dims: int | None,
+    following: NextBatch | None = None,
 ) -> None:
-    """Start chunking these just-parsed documents in the background, and embedding their
-    chunks with the mock when that is the run's embedder (`ahead`): the run's `chunks` and
-    `embeddings` then take the results instead of waiting for the workers."""
-    # Vectors made ahead wait in memory until `embeddings` takes them: only for the first
-    # documents up to a bound (about 10,000 chunks); the rest are embedded as always.
+    """Start, in the background (`ahead`): chunking these just-parsed documents, and
+    embedding their chunks when the run's embedder is the mock; then parsing, chunking and
+    embedding the next run's files. The assets take the results instead of waiting for the
+    workers, and the workers never wait for this process to store a batch."""
+    files = list(following.files) if following and following.parser.runs_locally else []
+    ahead.retain({d.partition_key for d in documents} | {f.partition_key for f in files})
+    job = ahead.Job()
+    prepared = ("prepared", settings)
+    now = set(job.claim(prepared, [d.partition_key for d in documents]))
+    now_docs = [d for d in documents if d.partition_key in now]
+    if following is not None and files:
+        parse = set(job.claim(_parsed(following.parser), [f.partition_key for f in files]))
+        files = [f for f in files if f.partition_key in parse]
+    chunk_next = set(job.claim(prepared, [f.partition_key for f in files]))
+
+    def work() -> None:
+        _prepare(job, settings, mock_dims, now_docs)
+        if not files or following is None:
+            return
+        outcomes = _parse_here(following.uploads, following.parser, files)
+        job.publish(_parsed(following.parser), {o.file.partition_key: o for o in outcomes})
+        parsed = [o.document for o in outcomes if o.document is not None]
+        _prepare(job, settings, mock_dims, [d for d in parsed if d.partition_key in chunk_next])
+
+    job.start(work)
+
+
+def _prepare(
+    job: ahead.Job,
+    settings: ChunkSettings,
+    mock_dims: int | None,
+    documents: Sequence[DocumentRow],
+) -> None:
+    # Mock vectors only for the first documents up to a bound; the rest are embedded as
+    # always when `embeddings` runs.
     budget = AHEAD_EMBED_CHARS if mock_dims is not None else 0
     items = []
     for document in documents:
         budget -= len(document.markdown)
         items.append((document, mock_dims if budget >= 0 else None))
-    ahead.start(
+    results = workers.map_all(partial(_prepare_one, settings), items)
+    job.publish(
         ("prepared", settings),
-        partial(_prepare_one, settings),
-        items,
-        [_content_key(d) for d in documents],
+        {d.partition_key: r for d, r in zip(documents, results, strict=True)},
     )
 
 
 def _prepare_one(
     settings: ChunkSettings, item: tuple[DocumentRow, int | None]
-) -> tuple[list[ChunkRow], np.ndarray | None]:
+) -> tuple[tuple[str, str], list[ChunkRow], np.ndarray | None]:
     document, mock_dims = item
     rows = _chunk_one(settings, document)
     if mock_dims is None or not rows:
-        return rows, None
-    return rows, MockEmbedder(mock_dims).embed([r.text for r in rows], [r.tokens for r in rows])
+        return _content_key(document), rows, None
+    vectors = MockEmbedder(mock_dims).embed([r.text for r in rows], [r.tokens for r in rows])
+    return _content_key(document), rows, vectors
 
 
 def _content_key(document: DocumentRow) -> tuple[str, str]:

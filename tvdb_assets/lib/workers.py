@@ -2,12 +2,12 @@
 are CPU-bound, and a risky document (PDF, HTML) gets a time and memory limit of its own.
 
 One pool per process, started on first use and stopped at exit, so an ingest or a run pays
-the workers' start-up (an interpreter and our imports each) once, not once per batch. It is
-used from one thread at a time: a run's assets, and the CLI's batches, go one after another.
+the workers' start-up once, not once per batch. Workers are forked from a fork server (not
+from the caller, which may be a Dagster run with threads), which imports what they need
+once: a worker, and one that replaces a worker killed at its limit, starts in milliseconds.
 """
 
 import atexit
-import contextlib
 import multiprocessing
 import os
 import resource
@@ -25,6 +25,8 @@ R = TypeVar("R")
 
 # Below this many items, while no pool runs yet, starting one costs more than it saves.
 MIN_ITEMS_FOR_POOL = 16
+
+WORKER_NICENESS = 10
 
 
 def worker_count() -> int:
@@ -73,10 +75,13 @@ def map_in_order(function: Callable[[T], R], items: Sequence[T]) -> list[R]:
     return results  # type: ignore[return-value]  # no Exceeded left
 
 
-def start(initializer: Callable[[], None] | None = None) -> None:
-    """Start the pool now, each worker running `initializer` before its first item, so the
-    workers' start-up (an interpreter, imports, a tokenizer) overlaps the caller's own."""
-    _pool(initializer)
+def start(preload: Sequence[str] = ()) -> None:
+    """Start the pool in the background, its fork server importing the `preload` modules
+    (which may warm caches as they load): the workers' start-up overlaps the caller's work,
+    and the first map waits for what is left of it."""
+    global _preload
+    _preload = list(preload)
+    threading.Thread(target=_pool, name="tvdb-workers-start", daemon=True).start()
 
 
 def stop() -> None:
@@ -95,17 +100,21 @@ def map_all(function: Callable[[T], R], items: Sequence[T]) -> list[R | Exceeded
 
 
 class Pool:
-    """`size` spawned (not forked: the caller may be a Dagster run with threads) workers."""
+    """`size` workers forked from the fork server."""
 
-    def __init__(self, size: int, initializer: Callable[[], None] | None = None) -> None:
-        self._context = multiprocessing.get_context("spawn")
-        self._initializer = initializer
-        self._workers = [_Worker(self._context, initializer) for _ in range(size)]
+    def __init__(self, size: int, preload: Sequence[str] = ()) -> None:
+        self._context = multiprocessing.get_context("forkserver")
+        # Read when the fork server starts, with the first worker. `__main__` too, so that
+        # a worker does not import the caller's main module again (as a spawned one would).
+        self._context.set_forkserver_preload(["__main__", *preload])
+        self._workers = [_Worker(self._context) for _ in range(size)]
         self._lock = threading.Lock()
 
     def map(
         self, function: Callable[[T], R], items: Sequence[T], limits: Limits | None
     ) -> list[R | Exceeded]:
+        if not items:
+            return []  # without waiting for a map another thread is running
         with self._lock:
             return self._map(function, items, limits)
 
@@ -146,7 +155,7 @@ class Pool:
 
     def _replace(self, worker: "_Worker") -> "_Worker":
         worker.stop()
-        fresh = _Worker(self._context, self._initializer)
+        fresh = _Worker(self._context)
         self._workers[self._workers.index(worker)] = fresh
         return fresh
 
@@ -157,21 +166,22 @@ class Pool:
 
 _POOL: Pool | None = None
 _POOL_LOCK = threading.Lock()
+_preload: list[str] = []
 
 
-def _pool(initializer: Callable[[], None] | None = None) -> Pool:
+def _pool() -> Pool:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            _POOL = Pool(worker_count(), initializer)
+            _POOL = Pool(worker_count(), _preload)
             atexit.register(_POOL.close)
         return _POOL
 
 
 class _Worker:
-    def __init__(self, context: Any, initializer: Callable[[], None] | None) -> None:
+    def __init__(self, context: Any) -> None:
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, initializer), daemon=True)
+        self.process = context.Process(target=_serve, args=(child,), daemon=True)
         self.process.start()
         child.close()
 
@@ -207,15 +217,15 @@ def _death(exitcode: int | None, memory_mb: int | None) -> Exceeded:
     return Exceeded(f"the worker process stopped ({how})")
 
 
-def _serve(conn: Connection, initializer: Callable[[], None] | None) -> None:
+def _serve(conn: Connection) -> None:
     """A worker's loop: (function, item, memory limit) in, (status, value) out, until the
     pipe closes."""
     # Ctrl-C reaches the whole process group: the parent decides, and stops its workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The parent stores each batch and reports it to Dagster, one step after another: it
+    # is the pipeline's critical path. Workers take the CPU it leaves, never the other way.
+    os.nice(WORKER_NICENESS)
     _, unlimited = resource.getrlimit(resource.RLIMIT_AS)
-    if initializer is not None:
-        with contextlib.suppress(Exception):  # a head start only: items load what they need
-            initializer()
     while True:
         try:
             function, item, memory_mb = conn.recv()

@@ -97,10 +97,10 @@ def test_work_done_ahead_is_exactly_what_the_stages_would_compute(inbox) -> None
     settings = stages.ChunkSettings(max_tokens=128, overlap_tokens=16)
     computed = stages.chunk_batch(settings, docs)
 
-    stages.prepare_ahead(docs, stages.ChunkSettings(max_tokens=64), 256)  # other settings
+    stages.work_ahead(docs, stages.ChunkSettings(max_tokens=64), 256)  # other settings
     assert stages.chunk_batch(settings, docs) == computed  # not taken: computed again
 
-    stages.prepare_ahead(docs, settings, 256)
+    stages.work_ahead(docs, settings, 256)
     assert stages.chunk_batch(settings, docs) == computed
     rows = [row for doc_rows in computed for row in doc_rows]
     keys = [(r.id, r.text_sha256) for r in rows]
@@ -109,3 +109,36 @@ def test_work_done_ahead_is_exactly_what_the_stages_would_compute(inbox) -> None
     expected = MockEmbedder(dims=256).embed([r.text for r in rows])
     np.testing.assert_array_equal(np.vstack([kept[k] for k in keys]), expected)
     assert ahead.take_kept(("vectors", MockEmbedder.model, 256), keys) == {}  # taken once
+
+
+def test_the_next_batch_parsed_ahead_is_what_parsing_it_gives(inbox, tmp_path: Path) -> None:
+    uploads, files = inbox
+    first, following = files[10:30], files[:10] + files[30:]  # broken.pdf is files[0]
+    settings = stages.ChunkSettings(max_tokens=128, overlap_tokens=16)
+    parser = LocalParser()
+    docs = [o.document for o in stages.parse_batch(uploads, parser, first) if o.document]
+    expected = [(o.document, o.error) for o in stages.parse_batch(uploads, parser, following)]
+
+    stages.work_ahead(docs, settings, 256, stages.NextBatch(uploads, parser, following))
+    stages.chunk_batch(settings, docs)
+    _wait_for_work_ahead()
+    # Both edited after being parsed ahead; the registry has seen the first edit only, so
+    # the second document is still what was parsed ahead, as if parsed before the edit.
+    seen, unseen = following[1], following[2]
+    for file in (seen, unseen):
+        (tmp_path / file.path).write_text("# Edited\n\nNew words.\n")
+    now = InboxFile(seen.path, seen.partition_key, 26, 1, uploads.sha256(seen.path))
+    outcomes = stages.parse_batch(uploads, LocalParser(), [following[0], now, *following[2:]])
+
+    assert outcomes[1].document is not None and "New words." in outcomes[1].document.markdown
+    assert [(o.document, o.error) for o in outcomes[2:]] == expected[2:]
+    assert outcomes[0].error is not None and outcomes[0].error.path == "broken.pdf"
+    parsed = [o.document for o in outcomes if o.document]
+    assert stages.chunk_batch(settings, parsed) == [stages._chunk_one(settings, d) for d in parsed]
+
+
+def _wait_for_work_ahead() -> None:
+    """Jobs run one after another: once an empty one has run, the earlier ones have."""
+    done = threading.Event()
+    ahead.Job().start(done.set)
+    assert done.wait(30)

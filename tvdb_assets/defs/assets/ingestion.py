@@ -19,7 +19,7 @@ from tvdb_assets.defs.resources import (
     PostgresResource,
     UploadsResource,
 )
-from tvdb_assets.lib import stages
+from tvdb_assets.lib import ahead, stages
 from tvdb_assets.lib.store import dead_letters, documents, registry
 from tvdb_assets.lib.store.dead_letters import IngestError
 from tvdb_assets.lib.store.ledger import CallContext
@@ -66,9 +66,9 @@ def parsed_documents(
             ]
             call = CallContext(context.run.run_id, keys)
             context.log.info(f"[{call.correlation_id}] parsing {len(keys)} document(s)")
-            client = parser.client(call)
+            client, uploads_client = parser.client(call), upload_store.client()
             outcomes = stages.parse_batch(
-                upload_store.client(), client, [files[k] for k in keys if k in files], conn
+                uploads_client, client, [files[k] for k in keys if k in files], conn
             )
             parsed = [o.document for o in outcomes if o.document is not None]
             errors = [
@@ -79,7 +79,12 @@ def parsed_documents(
                 documents.replace(conn, parsed, context.run.run_id)
                 dead_letters.resolve(conn, [d.partition_key for d in parsed], ("read", "parse"))
                 dead_letters.record(conn, errors)
-            _prepare_ahead(context, embedder, parsed)
+            coming = ahead.next_batch()
+            following = registry.load(conn, coming) if coming else {}
+            next_files = [following[k] for k in coming if k in following]
+            _work_ahead(
+                context, embedder, parsed, stages.NextBatch(uploads_client, client, next_files)
+            )
             circuit = save_circuit(conn, client)
 
         for outcome in outcomes:
@@ -119,13 +124,17 @@ def parsed_documents(
         )
 
 
-def _prepare_ahead(
-    context: dg.AssetExecutionContext, embedder: EmbedderResource, parsed: list
+def _work_ahead(
+    context: dg.AssetExecutionContext,
+    embedder: EmbedderResource,
+    parsed: list,
+    following: stages.NextBatch,
 ) -> None:
-    """Have the workers chunk (and, in mock mode, embed) what this run stores next, while
-    this process writes documents and events (`lib.ahead`)."""
+    """Have the workers chunk (and, in mock mode, embed) what this run stores next, then
+    parse what the next run of the same ingest will, while this process writes documents
+    and events (`lib.ahead`)."""
     selected = context.run.asset_selection  # None or empty: the whole job
-    if not parsed or (selected and dg.AssetKey("chunks") not in selected):
+    if selected and dg.AssetKey("chunks") not in selected:
         return
     ops: Any = context.run.run_config.get("ops") or {}
     config: Any = (ops.get("chunks") or {}).get("config") or {}
@@ -134,4 +143,4 @@ def _prepare_ahead(
     )
     embeds = not selected or dg.AssetKey("embeddings") in selected
     mock_dims = embedder.dims if embeds and embedder.mode == "mock" else None
-    stages.prepare_ahead(parsed, settings, mock_dims)
+    stages.work_ahead(parsed, settings, mock_dims, following)

@@ -3,6 +3,7 @@
 import dataclasses
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Hashable
 
 from tvdb_assets.lib.models import ParsedDocument
 
@@ -37,6 +38,12 @@ class Parser(ABC):
     concurrency: int = 1
     # CPU-bound work on this machine: spread over processes, each document within limits.
     runs_locally: bool = False
+
+    @property
+    def settings(self) -> Hashable:
+        """What decides its output besides the bytes: two parsers with the same settings
+        parse alike, so one may take what the other parsed."""
+        return self.name
 
     @abstractmethod
     def parse(self, path: str, data: bytes) -> ParsedDocument:

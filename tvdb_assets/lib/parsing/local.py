@@ -1,5 +1,7 @@
 """The offline parser: pure Python, no network, good enough for markdown, HTML, text and PDF."""
 
+from collections.abc import Hashable
+
 from tvdb_assets.lib.errors import DocumentError
 from tvdb_assets.lib.models import ParsedDocument
 from tvdb_assets.lib.parsing.base import Parser
@@ -21,6 +23,10 @@ class LocalParser(Parser):
         if max_bytes <= 0:
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
         self.max_bytes = max_bytes
+
+    @property
+    def settings(self) -> Hashable:
+        return (self.name, self.max_bytes)
 
     def parse(self, path: str, data: bytes) -> ParsedDocument:
         kind = detect_kind(path, data)

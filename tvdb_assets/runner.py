@@ -18,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
-from tvdb_assets.defs.partitions import DOCUMENTS, range_tags
+from tvdb_assets.defs.partitions import DOCUMENTS, cached_partition_lookups, range_tags
 from tvdb_assets.defs.runs import IN_FLIGHT, fail_orphaned_runs, in_flight_keys
 from tvdb_assets.lib import ahead, database, errors, settings, stages, store, sync, workers
 from tvdb_assets.lib.intake import IngestSummary, Intake, summarize, take_in
@@ -179,7 +179,7 @@ class Batches:
             claims.own_run(self.conn, self.owner.number, run_id)
         self.runs.append(run_id)
         try:
-            with _sigint_seen() as seen:
+            with _sigint_seen() as seen, cached_partition_lookups(self.instance):
                 result = self.job.execute_in_process(
                     run_config=self.run_config,
                     instance=self.instance,

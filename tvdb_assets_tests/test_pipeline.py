@@ -341,3 +341,28 @@ def test_a_run_dagster_could_not_start_is_failed_and_its_documents_ingest_next_t
     summary = ingest(source, instance)
     assert summary.errors == [] and summary.ingested == summary.files > 0
     assert table_count(project, "embeddings") == table_count(project, "chunks") > 0
+
+
+def test_a_run_reads_the_stored_partition_keys_once(
+    project: Project, instance, tmp_path, monkeypatch
+):
+    """However many documents are stored already, a run does not load all their keys again
+    for each step and each document: its cost stays flat as the store grows."""
+    source = tmp_path / "kb"
+    source.mkdir()
+    for i in range(12):
+        (source / f"note-{i:02}.md").write_text(f"# Note {i}\n\nTide pools hold kelp {i}.\n")
+    storage = type(instance.event_log_storage)
+    loads = []
+    original = storage.get_dynamic_partitions
+
+    def counted(self, partitions_def_name: str):
+        loads.append(partitions_def_name)
+        return original(self, partitions_def_name)
+
+    monkeypatch.setattr(storage, "get_dynamic_partitions", counted)
+    summary = runner.ingest([source], instance, defs, batch_size=4)
+
+    assert (summary.ingested, len(summary.runs)) == (12, 3)
+    # Laying out the batches once, then once a run.
+    assert len(loads) <= 1 + len(summary.runs)

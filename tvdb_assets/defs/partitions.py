@@ -1,5 +1,9 @@
 """One dynamic partition per uploaded document; see `lib.ids.partition_key_for`."""
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
 import dagster as dg
 
 DOCUMENTS = "documents"
@@ -33,3 +37,57 @@ def apply_requests(
         else:
             for key in request.partition_keys:
                 instance.delete_dynamic_partition(request.partitions_def_name, key)
+
+
+@contextmanager
+def cached_partition_lookups(instance: dg.DagsterInstance) -> Iterator[None]:
+    """Answer dynamic-partition lookups from memory while a run or an asset goes on.
+
+    Dagster checks every `add_asset_metadata(..., partition_key=...)` by loading the run's
+    partition keys from storage: three queries a call, O(N^2) for a batch of N documents
+    (13 ms of a document's 17 ms of bookkeeping, measured). Creating and executing a run
+    loads every key a dozen times more, so a run's cost would grow with all the documents
+    ever stored. The keys a run works on cannot change while it runs, so they are read once
+    and served from memory, on this instance only.
+    """
+    if "get_dynamic_partitions" in vars(instance):
+        yield  # an enclosing run already serves them
+        return
+    names: dict[str, _IndexedKeys] = {}
+    original_get = instance.get_dynamic_partitions
+
+    def get_dynamic_partitions(partitions_def_name: str) -> Sequence[str]:
+        if partitions_def_name not in names:
+            names[partitions_def_name] = _IndexedKeys(original_get(partitions_def_name))
+        return names[partitions_def_name]
+
+    def has_dynamic_partition(partitions_def_name: str, partition_key: str) -> bool:
+        return partition_key in get_dynamic_partitions(partitions_def_name)
+
+    instance.get_dynamic_partitions = get_dynamic_partitions  # type: ignore[method-assign]
+    instance.has_dynamic_partition = has_dynamic_partition  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        # Deleting the instance attributes brings back the class's methods.
+        del instance.get_dynamic_partitions
+        del instance.has_dynamic_partition
+
+
+class _IndexedKeys(list[str]):
+    """Partition keys whose `index` and `in` are dict lookups. Dagster finds a range's ends
+    with `keys.index(...)` on every per-partition metadata call: O(N) each, O(N^2) a run."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        super().__init__(keys)
+        self._at: dict[str, int] = {}
+        for position, key in enumerate(keys):
+            self._at.setdefault(key, position)
+
+    def index(self, key: str, *bounds: Any) -> int:  # type: ignore[override]
+        if bounds or key not in self._at:
+            return super().index(key, *bounds)  # raises ValueError as a list does
+        return self._at[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._at

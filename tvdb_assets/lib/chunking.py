@@ -364,6 +364,18 @@ def _token_lengths(encoding: str) -> npt.NDArray[np.int64]:
     return lengths
 
 
+def _byte_class(*members: int) -> npt.NDArray[np.bool_]:
+    """A lookup table: `table[byte_values]` is far cheaper than `np.isin` on every cut."""
+    table = np.zeros(256, dtype=np.bool_)
+    table[list(members)] = True
+    return table
+
+
+_WHITESPACE = _byte_class(32, 9, 10, 13)
+_BLANK = _byte_class(32, 9)
+_SENTENCE_END = _byte_class(46, 33, 63)
+
+
 def _levels(data: npt.NDArray[np.uint8], pos: npt.NDArray[np.int64]) -> npt.NDArray[np.int8]:
     """How good a cut each token boundary is; `pos` are the boundaries' byte offsets."""
     level = np.full(len(pos), _EDGE, dtype=np.int8)
@@ -375,9 +387,8 @@ def _levels(data: npt.NDArray[np.uint8], pos: npt.NDArray[np.int64]) -> npt.NDAr
     prev2 = data[np.maximum(p - 2, 0)]
     prev3 = data[np.maximum(p - 3, 0)]
     inner = np.full(len(p), _TOKEN, dtype=np.int8)
-    space = np.isin(cur, (32, 9, 10, 13)) | np.isin(prev, (32, 9, 10, 13))
-    inner[space] = _SPACE
-    inner[np.isin(cur, (32, 9)) & np.isin(prev, (46, 33, 63))] = _SENTENCE  # ". " "! " "? "
+    inner[_WHITESPACE[cur] | _WHITESPACE[prev]] = _SPACE
+    inner[_BLANK[cur] & _SENTENCE_END[prev]] = _SENTENCE  # ". " "! " "? "
     newline = prev == 10
     inner[newline] = _LINE
     blank = newline & ((prev2 == 10) | ((prev2 == 13) & (prev3 == 10)))

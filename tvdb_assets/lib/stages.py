@@ -399,14 +399,15 @@ def _embed_slice(
     substitutes: dict[str, np.ndarray] = {}
     if missing:
         first = [by_text[h][0] for h in missing]
-        result = embedder.embed_texts([c.text for c in first], [c.tokens for c in first])
+        texts = vectors.chunk_texts(conn, [c.id for c in first])
+        result = embedder.embed_texts([texts[c.id] for c in first], [c.tokens for c in first])
         paid = {missing[i]: result.vectors[i] for i in result.embedded}
         if embedder.cacheable:
             vectors.remember(conn, model, dims, paid)
         fresh |= paid
         failed = [missing[i] for i in result.missing]
         if failed and embedder.fallback is not None:
-            stand_in = embedder.fallback.embed([by_text[h][0].text for h in failed])
+            stand_in = embedder.fallback.embed([texts[by_text[h][0].id] for h in failed])
             substitutes = dict(zip(failed, stand_in, strict=True))
         for i, reason in result.rejected.items():
             report.rejected += [(c, reason) for c in by_text[missing[i]]]

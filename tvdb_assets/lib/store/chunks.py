@@ -23,6 +23,7 @@ class ChunkRow:
 
 
 _COLUMNS = "id, partition_key, ord, heading_path, text, text_sha256, tokens, page_start, page_end"
+_TYPES = ["uuid", "text", "int4", "text[]", "text", "text", "int4", "int4", "int4"]
 
 
 def replace(
@@ -39,23 +40,38 @@ def replace(
         "DELETE FROM chunks WHERE partition_key = ANY(%s) AND NOT (id = ANY(%s))",
         (keys, [r.id for r in rows]),
     ).rowcount
+    kept = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM chunks WHERE partition_key = ANY(%s))", (keys,)
+    ).fetchone()
+    if kept is not None and not kept[0]:
+        # Nothing of these documents is stored (a first ingest, or every chunk changed):
+        # no row can clash, so the rows go straight in.
+        _copy(conn, "chunks", rows)
+        return len(rows), removed
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS incoming_chunks "
         "(LIKE chunks INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
     )
-    with conn.cursor() as cur:
-        with cur.copy(f"COPY incoming_chunks ({_COLUMNS}) FROM STDIN") as copy:
-            for r in rows:
-                copy.write_row(
-                    (r.id, r.partition_key, r.ord, list(r.heading_path), r.text, r.text_sha256,
-                     r.tokens, r.page_start, r.page_end)
-                )  # fmt: skip
-        added = cur.execute(
-            f"INSERT INTO chunks ({_COLUMNS}) SELECT {_COLUMNS} FROM incoming_chunks "
-            "ON CONFLICT (id) DO NOTHING"
-        ).rowcount
-        cur.execute("TRUNCATE incoming_chunks")
+    _copy(conn, "incoming_chunks", rows)
+    added = conn.execute(
+        f"INSERT INTO chunks ({_COLUMNS}) SELECT {_COLUMNS} FROM incoming_chunks "
+        "ON CONFLICT (id) DO NOTHING"
+    ).rowcount
+    conn.execute("TRUNCATE incoming_chunks")
     return added, removed
+
+
+def _copy(conn: psycopg.Connection, table: str, rows: Sequence[ChunkRow]) -> None:
+    with (
+        conn.cursor() as cur,
+        cur.copy(f"COPY {table} ({_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy,
+    ):
+        copy.set_types(_TYPES)
+        for r in rows:
+            copy.write_row(
+                (r.id, r.partition_key, r.ord, list(r.heading_path), r.text, r.text_sha256,
+                 r.tokens, r.page_start, r.page_end)
+            )  # fmt: skip
 
 
 def counts(conn: psycopg.Connection, partition_keys: Sequence[str]) -> dict[str, tuple[int, int]]:

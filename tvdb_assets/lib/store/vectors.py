@@ -33,7 +33,6 @@ class PendingChunk:
 
     id: uuid.UUID
     partition_key: str
-    text: str
     text_sha256: str
     tokens: int
 
@@ -41,8 +40,9 @@ class PendingChunk:
 def pending_chunks(
     conn: psycopg.Connection, partition_keys: Sequence[str], model: str, dims: int
 ) -> list[PendingChunk]:
+    """Without their text: most get a vector from the cache (or made ahead) by its hash."""
     rows = conn.execute(
-        """SELECT c.id, c.partition_key, c.text, c.text_sha256, c.tokens
+        """SELECT c.id, c.partition_key, c.text_sha256, c.tokens
              FROM chunks c LEFT JOIN embeddings e ON e.chunk_id = c.id
             WHERE c.partition_key = ANY(%s)
               AND (e.chunk_id IS NULL OR e.model <> %s OR e.dims <> %s OR e.fallback)
@@ -50,6 +50,11 @@ def pending_chunks(
         (list(partition_keys), model, dims),
     ).fetchall()
     return [PendingChunk(*row) for row in rows]
+
+
+def chunk_texts(conn: psycopg.Connection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+    rows = conn.execute("SELECT id, text FROM chunks WHERE id = ANY(%s)", (list(ids),))
+    return dict(rows.fetchall())
 
 
 def cached(

@@ -74,6 +74,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     taken = intake.take_in([Path(p) for p in args.paths])
     if not taken.has_work:  # everything stored already: no run, no need to load Dagster at all
         return _report(intake.summarize(taken, [], []))
+    if taken.wanted:
+        from tvdb_assets.lib import stages, workers
+
+        # The workers' fork server boots (imports, the tokenizer) while Dagster loads.
+        workers.start(preload=[stages.WORKER_PRELOAD])
     return _report(_run(args, taken))
 
 

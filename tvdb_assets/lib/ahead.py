@@ -14,6 +14,7 @@ twice, and a taker waits for them rather than computing them again), then runs o
 background thread, jobs one after another, publishing each result as it is made.
 """
 
+import logging
 import queue
 import threading
 from collections.abc import Callable, Collection, Hashable, Iterable, Sequence
@@ -30,6 +31,8 @@ class _Slot:
         self.value: Any = None
         self.made = False
 
+
+log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _slots: dict[tuple[Hashable, Hashable], _Slot] = {}
@@ -85,8 +88,10 @@ def _run_jobs() -> None:
         job, work = _jobs.get()
         try:
             work()
-        except Exception:  # noqa: BLE001 - a head start only: the assets compute what is missing
-            pass
+        except Exception:
+            # A head start only: the assets compute what is missing, and fail there if
+            # they must. Logged, so that a bug here does not go unseen.
+            log.warning("work ahead failed; the assets will do it themselves", exc_info=True)
         finally:
             job._give_up()
 

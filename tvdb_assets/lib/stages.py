@@ -183,6 +183,9 @@ def _as_parsed(row: DocumentRow) -> ParsedDocument:
 # Markdown characters whose mock vectors one job ahead makes (~16 MB of text, about 10,000
 # chunks, 60 MB of vectors): the vectors wait in memory until `embeddings` takes them.
 AHEAD_EMBED_CHARS = 16_000_000
+# Upload bytes of the next run's batch that one job ahead parses: its text waits in memory,
+# beside the batch being stored, until that run takes it.
+AHEAD_PARSE_BYTES = 32 * 1024 * 1024
 
 
 # What the workers' fork server imports first (`workers.start`): this module's imports, the
@@ -268,7 +271,14 @@ def work_ahead(
     embedding their chunks when the run's embedder is the mock; then parsing, chunking and
     embedding the next run's files. The assets take the results instead of waiting for the
     workers, and the workers never wait for this process to store a batch."""
-    files = list(following.files) if following and following.parser.runs_locally else []
+    files = []
+    if following is not None and following.parser.runs_locally:
+        budget = AHEAD_PARSE_BYTES
+        for file in following.files:
+            budget -= file.bytes
+            if budget < 0:
+                break  # the rest is parsed by its own run: two batches of text in memory
+            files.append(file)
     ahead.retain({d.partition_key for d in documents} | {f.partition_key for f in files})
     job = ahead.Job()
     prepared = ("prepared", settings)

@@ -127,17 +127,15 @@ def _parse_locally(
 ) -> list[ParseOutcome]:
     """Parse on this machine, or take what the previous run parsed ahead (`work_ahead`)
     from exactly these files."""
-    ready = ahead.take(_parsed(parser), [f.partition_key for f in files])
-    rest = [f for f in files if not _same_file(ready.get(f.partition_key), f)]
-    computed = iter(_parse_here(uploads, parser, rest))
-    return [
-        ready[f.partition_key] if _same_file(ready.get(f.partition_key), f) else next(computed)
+    made = ahead.take(_parsed(parser), [f.partition_key for f in files])
+    ready = {
+        f.partition_key: made[f.partition_key]
         for f in files
-    ]
-
-
-def _same_file(outcome: "ParseOutcome | None", file: InboxFile) -> bool:
-    return outcome is not None and outcome.file == file
+        if f.partition_key in made and made[f.partition_key].file == f
+    }
+    rest = [f for f in files if f.partition_key not in ready]
+    computed = iter(_parse_here(uploads, parser, rest))
+    return [ready.get(f.partition_key) or next(computed) for f in files]
 
 
 def _parse_here(

@@ -78,10 +78,15 @@ def map_in_order(function: Callable[[T], R], items: Sequence[T]) -> list[R]:
 def start(preload: Sequence[str] = ()) -> None:
     """Start the pool in the background, its fork server importing the `preload` modules
     (which may warm caches as they load): the workers' start-up overlaps the caller's work,
-    and the first map waits for what is left of it."""
-    global _preload
-    _preload = list(preload)
-    threading.Thread(target=_pool, name="tvdb-workers-start", daemon=True).start()
+    and the first map waits for what is left of it. Once started, starting again does
+    nothing (`tvdb ingest` starts it early, the runner for any other caller)."""
+    global _preload, _starter
+    with _POOL_LOCK:
+        if _POOL is not None or (_starter is not None and _starter.is_alive()):
+            return
+        _preload = list(preload)
+        _starter = threading.Thread(target=_pool, name="tvdb-workers-start", daemon=True)
+        _starter.start()  # it takes the lock once this call lets go of it
 
 
 def stop() -> None:
@@ -167,6 +172,7 @@ class Pool:
 _POOL: Pool | None = None
 _POOL_LOCK = threading.Lock()
 _preload: list[str] = []
+_starter: threading.Thread | None = None
 
 
 def _pool() -> Pool:

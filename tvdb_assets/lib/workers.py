@@ -81,21 +81,24 @@ def start(preload: Sequence[str] = ()) -> None:
     and the first map waits for what is left of it. Once started, starting again does
     nothing (`tvdb ingest` starts it early, the runner for any other caller)."""
     global _preload, _starter
-    with _POOL_LOCK:
-        if _POOL is not None or (_starter is not None and _starter.is_alive()):
+    # Not the pool's lock: the thread starting the pool holds that one until the fork
+    # server has loaded, and a second start must not wait for it.
+    with _START_LOCK:
+        if _POOL is not None or _starter is not None:
             return
         _preload = list(preload)
         _starter = threading.Thread(target=_pool, name="tvdb-workers-start", daemon=True)
-        _starter.start()  # it takes the lock once this call lets go of it
+        _starter.start()
 
 
 def stop() -> None:
     """Stop the pool's workers now (they are also stopped at exit)."""
-    global _POOL
-    with _POOL_LOCK:
+    global _POOL, _starter
+    with _START_LOCK, _POOL_LOCK:
         if _POOL is not None:
             _POOL.close()
             _POOL = None
+        _starter = None
 
 
 def map_all(function: Callable[[T], R], items: Sequence[T]) -> list[R | Exceeded]:
@@ -171,6 +174,7 @@ class Pool:
 
 _POOL: Pool | None = None
 _POOL_LOCK = threading.Lock()
+_START_LOCK = threading.Lock()
 _preload: list[str] = []
 _starter: threading.Thread | None = None
 

@@ -1,7 +1,10 @@
 """The worker pool: one set of processes for a whole ingest, and a limit per risky item."""
 
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +64,49 @@ def test_a_worker_failing_without_limits_is_a_bug_and_says_so() -> None:
     items = ["a"] * workers.MIN_ITEMS_FOR_POOL + ["raise"]
     with pytest.raises(workers.WorkerFailed, match="no such table"):
         workers.map_in_order(behave, items)
+
+
+SLOW_PRELOAD = """
+import os, time
+open(os.environ["LOADING"], "w").close()
+while not os.path.exists(os.environ["LOADED"]):
+    time.sleep(0.01)
+"""
+
+START_TWICE = """
+import os, threading, time
+from tvdb_assets.lib import workers
+
+if __name__ == "__main__":
+    workers.start(preload=["slow_preload"])
+    while not os.path.exists(os.environ["LOADING"]):  # the fork server is importing now
+        time.sleep(0.01)
+    again = threading.Thread(target=workers.start, daemon=True)
+    again.start()
+    again.join(20)
+    print("second start returned:", not again.is_alive())
+    open(os.environ["LOADED"], "w").close()
+    print("absolute:", workers.map_all(abs, [-2, -3]))
+"""
+
+
+def test_starting_again_does_not_wait_for_the_workers_to_load(tmp_path: Path) -> None:
+    """`tvdb ingest` starts the pool before loading Dagster and the runner starts it again:
+    the second start must return while the fork server is still importing, not hold the
+    ingest until it is done (in a fresh process: this one's fork server runs already)."""
+    (tmp_path / "slow_preload.py").write_text(SLOW_PRELOAD)
+    (tmp_path / "start_twice.py").write_text(START_TWICE)
+    path = os.pathsep.join([str(tmp_path), *sys.path])
+    env = {**os.environ, "PYTHONPATH": path}
+    env |= {"LOADING": str(tmp_path / "loading"), "LOADED": str(tmp_path / "loaded")}
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "start_twice.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.splitlines() == [
+        "second start returned: True",
+        "absolute: [2, 3]",
+    ], done.stderr

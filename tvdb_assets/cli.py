@@ -39,6 +39,7 @@ def _modes(args: argparse.Namespace) -> tuple[str, str]:
 def cmd_dry_run(args: argparse.Namespace) -> int:
     from tvdb_assets.defs.resources import EmbedderResource, OpenAICredentials, budget
     from tvdb_assets.lib import estimate, settings, store
+    from tvdb_assets.lib.embedding import MockEmbedder
     from tvdb_assets.lib.ids import shown_path
     from tvdb_assets.lib.intake import inbox_targets
 
@@ -52,7 +53,7 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
     plan = estimate.Plan(
         parse_with_service=parser_mode != "mock",
         embed_with_service=embedder_mode != "mock",
-        model=embedder.model if embedder_mode != "mock" else "mock-feature-hash",
+        model=embedder.model if embedder_mode != "mock" else MockEmbedder.model,
         dims=embedder.dims,
     )
     with store.connect() as conn:

@@ -94,7 +94,7 @@ def test_run_config_switches_mock_real_and_hybrid(
             "FROM embeddings e JOIN documents d USING (partition_key) WHERE d.path NOT LIKE 'a/%'"
         ).fetchall()
     assert {(r[2], r[3], r[4]) for r in rows if r[0]} == {(MODEL, False, 1536)}
-    assert {(r[2], r[3], r[4]) for r in rows if r[1]} == {("mock-feature-hash", True, 1536)}
+    assert {(r[2], r[3], r[4]) for r in rows if r[1]} == {("mock-feature-hash-2", True, 1536)}
 
 
 def test_requests_stay_within_the_api_limits(project, instance, openai_env, fake_openai, tmp_path):
@@ -343,7 +343,7 @@ def test_hybrid_falls_back_without_a_call_when_real_cannot_be_used(
     assert summary.errors == [] and fake_openai.requests == []
     with project.connect() as conn:
         rows = conn.execute("SELECT DISTINCT model, fallback FROM embeddings").fetchall()
-    assert rows == [("mock-feature-hash", True)]
+    assert rows == [("mock-feature-hash-2", True)]
     assert ledger(project) == (0, 0, 0.0)
 
 

@@ -280,16 +280,16 @@ def test_the_hnsw_index_is_built_at_the_threshold_and_used_by_search(
     (more / "owls.md").write_text("# Owls\n\nBarn owls hunt voles at dusk over meadows.\n")
     ingest(more, instance)
 
-    name = "embeddings_hnsw_mock_feature_hash_1536"
+    name = "embeddings_hnsw_mock_feature_hash_2_1536"
     definition = str(project.scalar("SELECT indexdef FROM pg_indexes WHERE indexname = %s", name))
     assert "hnsw" in definition and "vector_cosine_ops" in definition
-    assert "model = 'mock-feature-hash'" in definition
+    assert "model = 'mock-feature-hash-2'" in definition
     with project.connect() as conn:
         conn.execute("SET enable_seqscan = off")  # tiny tables: make the planner show its hand
         plan = "\n".join(
             row[0]
             for row in conn.execute(
-                "EXPLAIN SELECT chunk_id FROM embeddings WHERE model = 'mock-feature-hash' "
+                "EXPLAIN SELECT chunk_id FROM embeddings WHERE model = 'mock-feature-hash-2' "
                 "AND dims = 1536 ORDER BY embedding::vector(1536) <=> "
                 "(SELECT embedding FROM embeddings LIMIT 1)::vector(1536) LIMIT 3"
             ).fetchall()

@@ -5,14 +5,13 @@ feature's 64-bit hash picks its dimension (hash % dims) and sign (top bit); its 
 1 + ln(term frequency in the text). Texts that share words share dimensions, so cosine
 similarity tracks word overlap and offline search returns sensible neighbours.
 
-Words are hashed with blake2b, which unlike `hash()` is the same in every process; pairs
-combine their words' hashes with a 64-bit mixer in numpy, so the per-word Python work is one
-dict lookup; a call's texts are counted in one vectorised pass (and, when the worker pool
-runs, in slices across it). Each text is summed on its own, so its vector never depends on
-its batch.
+A word's hash is a polynomial over its UTF-8 bytes, read off prefix sums of the whole
+call's text and then mixed, so that no Python runs per word and, unlike `hash()`, it is the
+same in every process. Pairs combine their words' hashes with the same mixer. A call's texts
+are counted in one vectorised pass (and, when the worker pool runs, in slices across it).
+Each text is summed on its own, so its vector never depends on its batch.
 """
 
-import hashlib
 import re
 from functools import partial
 from itertools import chain
@@ -26,18 +25,18 @@ from tvdb_assets.lib.embedding.base import Embedder
 _WORD = re.compile(r"\w+")
 _BIGRAM_WEIGHT = 0.5
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_CACHE_MAX = 1 << 20
+# An odd multiplier has an inverse modulo 2**64: a word's sum can be scaled back to its start.
+_BASE = 0x100000001B3
+_BASE_INVERSE = pow(_BASE, -1, 1 << 64)
 _ROW_SHIFT = 40  # row numbers take the top 24 bits of a feature's key: 16M texts a call
 _PARALLEL_FROM = 512  # texts; below, one process is faster than shipping them to workers
-
-# word -> blake2b hash; words repeat across chunks, so most lookups skip blake2b.
-_word_hashes: dict[str, int] = {}
 
 
 class MockEmbedder(Embedder):
     """Deterministic feature-hashing embedder; free, offline, `dims` configurable."""
 
-    model = "mock-feature-hash"
+    # Named anew whenever its vectors change: stored ones are then re-embedded, never mixed.
+    model = "mock-feature-hash-2"
     cacheable = False
 
     def __init__(self, dims: int = 1536) -> None:
@@ -60,7 +59,7 @@ def vectors(dims: int, texts: list[str]) -> npt.NDArray[np.float32]:
     """The texts' vectors (not yet normalised), in one vectorised pass over all their words."""
     words = [_WORD.findall(t.lower()) for t in texts]
     lengths = np.fromiter(map(len, words), np.int64, len(words))
-    hashes = np.array(_hash_words(list(chain.from_iterable(words))), dtype=np.uint64)
+    hashes = _hash_words(list(chain.from_iterable(words)))
     rows = np.repeat(np.arange(len(texts), dtype=np.uint64), lengths)
     within = rows[:-1] == rows[1:]  # adjacent words of one text, not across two
     bigrams = _mix((hashes[:-1] * _GOLDEN) ^ hashes[1:])[within]
@@ -71,7 +70,7 @@ def vectors(dims: int, texts: list[str]) -> npt.NDArray[np.float32]:
     for row in np.flatnonzero(lengths == 0):
         if squeezed := " ".join(texts[row].split()):
             # No words (punctuation, symbols): the squeezed text is the one feature.
-            feature = np.array([_blake(f"\x00{squeezed}")], dtype=np.uint64)
+            feature = _hash_words([squeezed]) ^ _GOLDEN  # apart from the same word's
             out[row] = _project(dims, 1, np.zeros(1, dtype=np.uint64), feature, 1.0)
     # Blank text, or features whose signed weights cancel out, would give a zero row:
     # use a fixed direction instead. The base class normalises the rows.
@@ -99,21 +98,28 @@ def _project(
     return summed.astype(np.float64, copy=False)  # bincount's stub says int
 
 
-def _blake(feature: str) -> int:
-    return int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=8).digest(), "little")
+def _hash_words(words: list[str]) -> npt.NDArray[np.uint64]:
+    """Each word's hash: the sum of its bytes times powers of `_BASE` (mod 2**64), mixed.
 
-
-def _hash_words(words: list[str]) -> list[int]:
-    get = _word_hashes.get
-    out = [get(w, -1) for w in words]
-    for k, value in enumerate(out):
-        if value < 0:
-            value = _blake(words[k])
-            if len(_word_hashes) >= _CACHE_MAX:
-                _word_hashes.clear()
-            _word_hashes[words[k]] = value
-            out[k] = value
-    return out
+    Byte i of the joined words weighs `_BASE**i`; a word's stretch of the running sum,
+    scaled back by `_BASE**-start`, depends on its own bytes only, wherever it stands.
+    """
+    if not words:
+        return np.zeros(0, dtype=np.uint64)
+    data = np.frombuffer(" ".join(words).encode(), dtype=np.uint8)  # words hold no space
+    gaps = np.flatnonzero(data == 32)
+    starts = np.concatenate(([0], gaps + 1))
+    ends = np.concatenate((gaps, [len(data)]))
+    # One array of the text's length, weighted and summed in place: nine bytes a character.
+    running = np.full(len(data), _BASE, dtype=np.uint64)
+    running[0] = 1
+    np.cumprod(running, out=running)
+    running *= data
+    np.cumsum(running, out=running)
+    before = np.where(starts > 0, running[starts - 1], np.uint64(0))
+    unscale = np.power(np.uint64(_BASE_INVERSE), starts.astype(np.uint64))
+    own = (running[ends - 1] - before) * unscale
+    return _mix(own ^ ((ends - starts).astype(np.uint64) * _GOLDEN))
 
 
 def _mix(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:

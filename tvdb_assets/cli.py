@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:  # the CLI imports its heavy parts only when a command needs them
     from tvdb_assets.lib import intake
+    from tvdb_assets.lib.settings import Mode
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
 
@@ -28,9 +29,10 @@ def _progress(done: int, total: int, terminal: TextIO) -> None:
     terminal.flush()
 
 
-def _modes(args: argparse.Namespace) -> tuple[str, str]:
+def _modes(args: argparse.Namespace) -> tuple["Mode", "Mode"]:
     from tvdb_assets.lib import settings
 
+    # argparse's `choices` are the modes: a given one is a Mode.
     parser = args.parser_mode or settings.mode_from_env("TVDB_PARSER_MODE")
     embedder = args.embedder_mode or settings.mode_from_env("TVDB_EMBEDDER_MODE")
     return parser, embedder
@@ -92,6 +94,7 @@ def _run(args: argparse.Namespace, taken: "intake.Intake") -> "intake.IngestSumm
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     from tvdb_assets import dagster_env, runner
     from tvdb_assets.definitions import defs
+    from tvdb_assets.defs.resources import head_start
 
     parser_mode, embedder_mode = _modes(args)
     run_config = {
@@ -116,7 +119,14 @@ def _run(args: argparse.Namespace, taken: "intake.Intake") -> "intake.IngestSumm
     # parameters) straight to stderr: they belong in the log file, not on the terminal.
     with dagster_env.instance() as instance, redirect_stderr(_LogStream()):
         return runner.run(
-            taken, instance, defs, args.batch_size, progress, run_config, notice=notice
+            taken,
+            instance,
+            defs,
+            args.batch_size,
+            progress,
+            run_config,
+            notice=notice,
+            head_start=head_start(parser_mode, embedder_mode),
         )
 
 

@@ -55,6 +55,7 @@ def run(
     run_config: dict | None = None,
     notice: Notice | None = None,
     poll_seconds: float = 1.0,
+    head_start: stages.HeadStart | None = None,
 ) -> IngestSummary:
     if intake.wanted:
         # The parse and chunk workers start (import, load the tokenizer) meanwhile.
@@ -63,7 +64,7 @@ def run(
     with _owner() as owner, store.connect(autocommit=True) as conn:
         fail_orphaned_runs(instance, conn)
         _retire(instance, conn, intake.changes.removed)
-        batches = Batches(instance, defs, conn, owner, run_config, batch_size)
+        batches = Batches(instance, defs, conn, owner, run_config, batch_size, head_start)
         interrupted = False
         try:
             batches.finish([f.partition_key for f in intake.wanted], progress, notice, poll_seconds)
@@ -105,8 +106,10 @@ class Batches:
         owner: claims.Owner,
         run_config: dict | None,
         batch_size: int | None,
+        head_start: stages.HeadStart | None = None,
     ) -> None:
         self.instance = instance
+        self.head_start = head_start
         self.job = defs.resolve_job_def("ingest")
         self.conn = conn
         self.owner = owner
@@ -140,6 +143,11 @@ class Batches:
             show(len(tried) + settled_elsewhere)
             if taken.mine:
                 batches = self._lay_out(taken.mine)
+                if self.head_start is not None:
+                    # Once: each later batch is parsed ahead by the run before it.
+                    files = {f.partition_key: f for f in taken.mine}
+                    self.head_start.begin([files[k] for k in batches[0]])
+                    self.head_start = None
                 for keys, following in zip(batches, [*batches[1:], []], strict=True):
                     # The run may parse the next batch ahead, while it stores its own.
                     ahead.set_next_batch(following)

@@ -12,7 +12,7 @@ from typing import Any
 import dagster as dg
 import psycopg
 
-from tvdb_assets.lib import services, settings, store
+from tvdb_assets.lib import services, settings, stages, store
 from tvdb_assets.lib.billing import Ledger
 from tvdb_assets.lib.embedding import Embedder, MockEmbedder
 from tvdb_assets.lib.embedding.unavailable import UnavailableEmbedder
@@ -172,6 +172,22 @@ class PostgresResource(dg.ConfigurableResource):
     def connect(self) -> Iterator[psycopg.Connection]:
         with store.connect() as conn:
             yield conn
+
+
+def head_start(parser_mode: Mode, embedder_mode: Mode) -> stages.HeadStart | None:
+    """What the runs of `tvdb ingest` (default resources, these modes as run config) will
+    parse and embed with, for its workers to start on before the first run does; None when
+    a service parses, which only a run may ask."""
+    if parser_mode != "mock":
+        return None
+    parser = ParserResource(credentials=LlamaCloudCredentials(), mode=parser_mode)
+    embedder = EmbedderResource(credentials=OpenAICredentials(), mode=embedder_mode)
+    return stages.HeadStart(
+        UploadsResource().client(),
+        parser.client(),
+        stages.ChunkSettings(),
+        embedder.dims if embedder_mode == "mock" else None,
+    )
 
 
 def budget() -> Budget:

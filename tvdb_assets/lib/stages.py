@@ -259,6 +259,22 @@ class NextBatch:
     files: Sequence[InboxFile]
 
 
+@dataclass(frozen=True)
+class HeadStart:
+    """How an ingest's runs parse, chunk and embed, known before its first run starts:
+    the workers begin on that run's files while Dagster creates it. The run takes what
+    matches its own parser, settings and files, and computes the rest as always."""
+
+    uploads: UploadStore
+    parser: Parser
+    settings: ChunkSettings
+    mock_dims: int | None
+
+    def begin(self, files: Sequence[InboxFile]) -> None:
+        following = NextBatch(self.uploads, self.parser, files)
+        work_ahead([], self.settings, self.mock_dims, following)
+
+
 def work_ahead(
     documents: Sequence[DocumentRow],
     settings: ChunkSettings,

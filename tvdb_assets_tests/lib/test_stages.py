@@ -137,6 +137,30 @@ def test_the_next_batch_parsed_ahead_is_what_parsing_it_gives(inbox, tmp_path: P
     assert stages.chunk_batch(settings, parsed) == [stages._chunk_one(settings, d) for d in parsed]
 
 
+def test_a_head_start_is_what_the_first_run_takes(inbox, tmp_path: Path) -> None:
+    """`tvdb ingest` starts on its first batch before the run exists: the run takes those
+    parse results, chunks and vectors, exactly as it would have computed them."""
+    uploads, files = inbox
+    settings = stages.ChunkSettings(max_tokens=128, overlap_tokens=16)
+    expected = [(o.document, o.error) for o in stages.parse_batch(uploads, LocalParser(), files)]
+    docs = [document for document, _ in expected if document]
+    chunks = stages.chunk_batch(settings, docs)
+
+    stages.HeadStart(uploads, LocalParser(), settings, 256).begin(files)
+    _wait_for_work_ahead()
+    # Edited after the head start, unknown to the registry: the run takes what was parsed
+    # from the registered content, as a run that had parsed it then would hold.
+    (tmp_path / files[1].path).write_text("# Edited\n\nNew words.\n")
+    outcomes = stages.parse_batch(uploads, LocalParser(), files)
+    assert [(o.document, o.error) for o in outcomes] == expected
+    assert stages.chunk_batch(settings, docs) == chunks
+    rows = [row for doc_rows in chunks for row in doc_rows]
+    keys = [(r.id, r.text_sha256) for r in rows]
+    kept = ahead.take_kept(("vectors", MockEmbedder.model, 256), keys)
+    expected_vectors = MockEmbedder(dims=256).embed([r.text for r in rows])
+    np.testing.assert_array_equal(np.vstack([kept[k] for k in keys]), expected_vectors)
+
+
 def _wait_for_work_ahead() -> None:
     """Jobs run one after another: once an empty one has run, the earlier ones have."""
     done = threading.Event()

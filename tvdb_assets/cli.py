@@ -39,8 +39,7 @@ def _modes(args: argparse.Namespace) -> tuple["Mode", "Mode"]:
 
 
 def cmd_dry_run(args: argparse.Namespace) -> int:
-    from tvdb_assets.defs.resources import EmbedderResource, OpenAICredentials, budget
-    from tvdb_assets.lib import estimate, settings, store
+    from tvdb_assets.lib import billing, clients, estimate, settings, store
     from tvdb_assets.lib.embedding import MockEmbedder
     from tvdb_assets.lib.ids import shown_path
     from tvdb_assets.lib.intake import inbox_targets
@@ -51,7 +50,7 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
         (shown_path(dest.relative_to(inbox).as_posix()), src)
         for src, dest in inbox_targets([Path(p) for p in args.paths], inbox).pairs
     ]
-    embedder = EmbedderResource(credentials=OpenAICredentials())
+    embedder = clients.EmbedderSettings()
     plan = estimate.Plan(
         parse_with_service=parser_mode != "mock",
         embed_with_service=embedder_mode != "mock",
@@ -59,7 +58,7 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
         dims=embedder.dims,
     )
     with store.connect() as conn:
-        table, totals = estimate.estimate(conn, files, plan, budget())
+        table, totals = estimate.estimate(conn, files, plan, billing.budget())
     print(table.to_string(index=False) if len(table) else "no files")
     print()
     for name, value in totals.items():
@@ -94,7 +93,7 @@ def _run(args: argparse.Namespace, taken: "intake.Intake") -> "intake.IngestSumm
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     from tvdb_assets import dagster_env, runner
     from tvdb_assets.definitions import defs
-    from tvdb_assets.defs.resources import head_start
+    from tvdb_assets.lib import clients, stages
 
     parser_mode, embedder_mode = _modes(args)
     run_config = {
@@ -126,7 +125,10 @@ def _run(args: argparse.Namespace, taken: "intake.Intake") -> "intake.IngestSumm
             progress,
             run_config,
             notice=notice,
-            head_start=head_start(parser_mode, embedder_mode),
+            head_start=stages.HeadStart.for_ingest(
+                clients.ParserSettings(mode=parser_mode),
+                clients.EmbedderSettings(mode=embedder_mode),
+            ),
         )
 
 
@@ -169,22 +171,24 @@ def _report(summary: "intake.IngestSummary") -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    import dagster as dg
-
-    from tvdb_assets.defs.resources import EmbedderResource, OpenAICredentials
-    from tvdb_assets.lib import settings
+    from tvdb_assets.lib import clients, settings
+    from tvdb_assets.lib.errors import ConfigError
     from tvdb_assets.lib.search import search
 
     # Outside a Dagster run the key is read from the environment here, not through EnvVar.
-    embedder = EmbedderResource(
-        credentials=OpenAICredentials(api_key=os.environ.get("OPENAI_API_KEY") or None),
+    config = clients.EmbedderSettings(
         mode=args.embedder_mode or settings.mode_from_env("TVDB_EMBEDDER_MODE"),
+        api_key=settings.secret("OPENAI_API_KEY"),
     )
     try:
-        hits = search(args.query, args.k, embedder.client())
-    except dg.Failure as exc:  # the resource's own check, such as a missing key
-        print(f"tvdb search: {exc.description}", file=sys.stderr)
+        embedder = clients.embedder(config)
+    except ConfigError as exc:  # such as real mode without a key
+        print(f"tvdb search: {exc}", file=sys.stderr)
         return 2
+    try:
+        hits = search(args.query, args.k, embedder)
+    finally:
+        embedder.close()
     for hit in hits:
         print(
             json.dumps(
@@ -202,10 +206,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from tvdb_assets.defs.resources import budget
-    from tvdb_assets.lib import status
+    from tvdb_assets.lib import billing, status
 
-    print(status.render(budget()))
+    print(status.render(billing.budget()))
     return 0
 
 

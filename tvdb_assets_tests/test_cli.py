@@ -105,3 +105,30 @@ def test_mock_mode_imports_no_service_sdk(project: Project, tmp_path):
     }
     assert {"tvdb_assets.definitions", "html_to_markdown", "tiktoken"} <= imported
     assert not {"openai", "llama_cloud_services", "llama_cloud"} & imported
+
+
+def test_search_and_status_load_no_dagster(project: Project, tmp_path):
+    # They build their clients from `lib`, not from Dagster resources: a query or a look
+    # at the spend does not wait for Dagster to import.
+    source = tmp_path / "notes"
+    source.mkdir()
+    (source / "tides.md").write_text("# Tides\n\nThe moon pulls the sea twice a day.\n")
+    assert main(["ingest", str(source)]) == 0
+    shown = {}
+    for command in (["search", "moon and sea"], ["status"]):
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "tvdb_assets.cli", *command],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+        imported = {
+            line.rsplit("|", 1)[-1].strip()
+            for line in done.stderr.splitlines()
+            if line.startswith("import time:")
+        }
+        assert "dagster" not in imported, command
+        shown[command[0]] = done.stdout
+    assert "tides.md" in shown["search"]
+    assert "budget" in shown["status"]

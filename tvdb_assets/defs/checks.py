@@ -5,8 +5,9 @@ import dagster as dg
 from tvdb_assets.defs.assets.indexing import embeddings
 from tvdb_assets.defs.assets.ingestion import parsed_documents
 from tvdb_assets.defs.partitions import DOCUMENTS, RANGE_END_TAG, RANGE_START_TAG
-from tvdb_assets.defs.resources import EmbedderResource, PostgresResource, budget
-from tvdb_assets.lib.store import ledger
+from tvdb_assets.defs.resources import EmbedderResource, PostgresResource
+from tvdb_assets.lib.billing import budget
+from tvdb_assets.lib.store import ledger, service_health
 
 WARN_AT = 0.8  # share of a budget at which the cost check warns
 PARTITION_TAG = "dagster/partition"
@@ -39,7 +40,8 @@ def _scope(keys: list[str] | None) -> str:
 def every_chunk_has_one_vector(
     context: dg.AssetCheckExecutionContext, embedder: EmbedderResource, database: PostgresResource
 ) -> dg.AssetCheckResult:
-    client = embedder.client()
+    with embedder.client() as client:  # its model and dims: the vectors expected
+        model, dims = client.model, client.dims
     keys = run_partition_keys(context)
     in_run = _IN_RUN.format(column="c.partition_key")
     with database.connect() as conn:
@@ -59,7 +61,7 @@ def every_chunk_has_one_vector(
                       count(*) FILTER (WHERE vector_dims(e.embedding) <> e.dims)
                  FROM chunks c LEFT JOIN embeddings e ON e.chunk_id = c.id
                 WHERE {in_run}""",
-            {"model": client.model, "dims": client.dims, "keys": keys},
+            {"model": model, "dims": dims, "keys": keys},
         ).fetchone()
     chunks, missing, other_model, wrong_dims = row or (0, 0, 0, 0)
     rejected = rejected_row[0] if rejected_row else 0
@@ -75,8 +77,8 @@ def every_chunk_has_one_vector(
             "chunks_without_vector_known_why": rejected,
             "vectors_of_another_model": other_model,
             "vectors_with_wrong_dims": wrong_dims,
-            "model": client.model,
-            "dims": client.dims,
+            "model": model,
+            "dims": dims,
             "scope": _scope(keys),
         },
     )
@@ -135,9 +137,7 @@ def cost_within_budget(database: PostgresResource) -> dg.AssetCheckResult:
 @dg.asset_check(asset=embeddings, description="No external service has its circuit open.")
 def services_healthy(database: PostgresResource) -> dg.AssetCheckResult:
     with database.connect() as conn:
-        rows = conn.execute(
-            "SELECT service, state, consecutive_failures FROM service_health ORDER BY service"
-        ).fetchall()
+        rows = service_health.states(conn)
     unhealthy = [f"{service}: {state}" for service, state, _ in rows if state != "closed"]
     return dg.AssetCheckResult(
         passed=not unhealthy,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from tvdb_assets.lib import database
+from tvdb_assets.lib import database, settings
 from tvdb_assets.lib.costs import Charge
 from tvdb_assets.lib.store import ledger
 from tvdb_assets.lib.store.ledger import Budget, CallContext, Spend
@@ -22,6 +22,11 @@ class Bill:
     """
 
     actual: Charge | None = None
+
+
+def budget() -> Budget:
+    """Spend limits come from the deployment's environment, never from a run's config."""
+    return Budget(settings.daily_budget_usd(), settings.hourly_request_cap())
 
 
 class Ledger:

@@ -24,6 +24,10 @@ class TvdbError(Exception):
     """Base class of every error raised on purpose by tvdb-assets."""
 
 
+class ConfigError(TvdbError):
+    """A client cannot be built as configured (a mode without its key, say)."""
+
+
 class DocumentError(TvdbError):
     """One document cannot be ingested; the message names the file and the reason.
 
@@ -43,7 +47,8 @@ class ServiceError(TvdbError):
 
     `retryable` says whether the same call may succeed later (429, 5xx, timeouts, lost
     connections) or never will (validation errors, bad credentials). `retry_after` is the
-    wait the service asked for, in seconds, when it said so.
+    wait the service asked for, in seconds, when it said so. `maybe_billed`: the service
+    may have done (and billed) the work although the call failed, as after a timeout.
     """
 
     def __init__(
@@ -54,6 +59,7 @@ class ServiceError(TvdbError):
         retryable: bool,
         status: int | None = None,
         retry_after: float | None = None,
+        maybe_billed: bool = False,
     ) -> None:
         message = redact(message)
         super().__init__(f"{service}: {message}")
@@ -61,6 +67,7 @@ class ServiceError(TvdbError):
         self.retryable = retryable
         self.status = status
         self.retry_after = retry_after
+        self.maybe_billed = maybe_billed
 
 
 class CircuitOpenError(ServiceError):

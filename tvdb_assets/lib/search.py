@@ -10,16 +10,18 @@ def search(query: str, k: int = 5, embedder: Embedder | None = None) -> list[Sea
     """The k chunks closest to `query`, best first, among vectors of one model.
 
     The query is embedded by the same embedder as the documents (mock unless given); when a
-    hybrid embedder cannot reach its service, its fallback embeds the query and the search
-    runs over the fallback's vectors, never a mix of the two.
+    hybrid embedder cannot reach its service, the query's stand-in vector is searched among
+    the other stand-ins (the fallback's model), never among a mix of the two.
     """
     embedder = embedder or MockEmbedder()
     result = embedder.embed_texts([query])
-    if not result.embedded and embedder.fallback is not None:
-        embedder = embedder.fallback
-        result = embedder.embed_texts([query])
-    if not result.embedded:
+    stand_in = result.stand_ins
+    if result.embedded:
+        vector, model, dims = result.vectors[0], embedder.model, embedder.dims
+    elif stand_in is not None:
+        vector, model, dims = stand_in.vectors[0], stand_in.model, stand_in.dims
+    else:
         reason = next(iter({**result.rejected, **result.missing}.values()), "no vector")
         raise ServiceError(embedder.model, f"cannot embed the query: {reason}", retryable=False)
     with store.connect() as conn:
-        return nearest(conn, result.vectors[0], embedder.model, embedder.dims, k)
+        return nearest(conn, vector, model, dims, k)

@@ -54,6 +54,27 @@ def parse_memory_mb() -> int:
     return int(os.environ.get("TVDB_PARSE_MEMORY_MB", "1024"))
 
 
+def worker_processes() -> int:
+    """Processes that parse and chunk (TVDB_WORKERS; unset or 0: one per CPU)."""
+    return int(os.environ.get("TVDB_WORKERS", "0")) or (os.cpu_count() or 1)
+
+
+def hnsw_min_rows() -> int:
+    """Vectors of one model a table holds before its HNSW index is built."""
+    return int(os.environ.get("TVDB_HNSW_MIN_ROWS", "100000"))
+
+
+def base_url(variable: str) -> str | None:
+    """A service's address from its SDK's own variable (OPENAI_BASE_URL,
+    LLAMA_CLOUD_BASE_URL); None: the SDK's default."""
+    return os.environ.get(variable) or None
+
+
+def secret(variable: str) -> str | None:
+    """An API key from the environment, for the CLI (Dagster runs read it through EnvVar)."""
+    return os.environ.get(variable) or None
+
+
 # Variables whose values are secrets: redacted from any text a service sends back.
 SECRET_VARIABLES = ("OPENAI_API_KEY", "LLAMA_CLOUD_API_KEY", "AWS_SECRET_ACCESS_KEY")
 

@@ -14,7 +14,7 @@ from functools import partial
 import numpy as np
 import psycopg
 
-from tvdb_assets.lib import ahead, settings, workers
+from tvdb_assets.lib import ahead, clients, settings, workers
 from tvdb_assets.lib.chunking import chunk_markdown
 from tvdb_assets.lib.embedding import Embedder, MockEmbedder
 from tvdb_assets.lib.errors import BudgetExceeded, DocumentError, ServiceError
@@ -270,6 +270,17 @@ class HeadStart:
     settings: ChunkSettings
     mock_dims: int | None
 
+    @classmethod
+    def for_ingest(
+        cls, parser: clients.ParserSettings, embedder: clients.EmbedderSettings
+    ) -> "HeadStart | None":
+        """With the clients `tvdb ingest`'s runs will build (its modes, default settings);
+        None when a service parses, which only a run may ask."""
+        if parser.mode != "mock":
+            return None
+        mock_dims = embedder.dims if embedder.mode == "mock" else None
+        return cls(clients.upload_store(), clients.parser(parser), ChunkSettings(), mock_dims)
+
     def begin(self, files: Sequence[InboxFile]) -> None:
         following = NextBatch(self.uploads, self.parser, files)
         work_ahead([], self.settings, self.mock_dims, following)
@@ -365,6 +376,7 @@ class EmbedReport:
     calls: int = 0  # requests the embedder made
     per_partition: dict[str, int] = field(default_factory=dict)
     fallbacks: dict[str, int] = field(default_factory=dict)  # hybrid: fallback vectors
+    fallback_model: tuple[str, int] | None = None  # hybrid: their model and dims
     rejected: list[tuple[PendingChunk, str]] = field(default_factory=list)  # refused: no vector
     unembedded: list[tuple[PendingChunk, str]] = field(default_factory=list)  # failed, no fallback
 
@@ -382,7 +394,7 @@ def embed_batch(
     Vectors come from the cache when the same text was embedded before (in any document);
     only the remaining distinct texts are sent, packed into requests across documents. A
     chunk the service refuses gets no vector (never a zero one) and is reported. Where a
-    call fails, `embedder.fallback` (hybrid mode) fills in flagged vectors of its own model.
+    call fails, a hybrid embedder's stand-ins are stored flagged, under their own model.
     The caller holds the transaction, so a failure leaves the previous vectors in place.
     """
     model, dims = embedder.model, embedder.dims
@@ -399,11 +411,10 @@ def embed_batch(
             part = {h: by_text[h] for h in hashes[at : at + EMBED_SLICE]}
             _embed_slice(conn, embedder, part, report)
     report.calls = embedder.calls - calls_before
-    fallback = embedder.fallback
-    if fallback is not None and report.fallbacks:
+    if report.fallback_model is not None:
         # Fallback vectors are few and not known in advance: inserted one by one into an
         # existing index, or counted towards building one.
-        vectors.build_index_when_due(conn, fallback.model, fallback.dims)
+        vectors.build_index_when_due(conn, *report.fallback_model)
     return report
 
 
@@ -429,10 +440,10 @@ def _embed_slice(
         if embedder.cacheable:
             vectors.remember(conn, model, dims, paid)
         fresh |= paid
-        failed = [missing[i] for i in result.missing]
-        if failed and embedder.fallback is not None:
-            stand_in = embedder.fallback.embed([texts[by_text[h][0].id] for h in failed])
-            substitutes = dict(zip(failed, stand_in, strict=True))
+        stand_ins = result.stand_ins
+        if stand_ins is not None:
+            substitutes = {missing[i]: vector for i, vector in stand_ins.vectors.items()}
+            report.fallback_model = (stand_ins.model, stand_ins.dims)
         for i, reason in result.rejected.items():
             report.rejected += [(c, reason) for c in by_text[missing[i]]]
         for i, reason in result.missing.items():
@@ -441,7 +452,7 @@ def _embed_slice(
     report.embedded_texts += len(fresh)
     report.tokens += sum(by_text[h][0].tokens for h in fresh)
 
-    rows, stand_ins = [], []
+    rows, flagged = [], []
     for text_hash, chunks in by_text.items():
         vector = fresh.get(text_hash)
         if vector is None:
@@ -451,7 +462,7 @@ def _embed_slice(
             report.from_cache += len(chunks) if text_hash in known else 0
             counts = report.per_partition
         elif text_hash in substitutes:
-            stand_ins += [(c.id, c.partition_key, substitutes[text_hash]) for c in chunks]
+            flagged += [(c.id, c.partition_key, substitutes[text_hash]) for c in chunks]
             counts = report.fallbacks
         else:
             continue
@@ -459,6 +470,5 @@ def _embed_slice(
             counts[c.partition_key] = counts.get(c.partition_key, 0) + 1
     vectors.write(conn, model, dims, rows)
     report.chunks += len(rows)
-    if embedder.fallback is not None and stand_ins:
-        fallback = embedder.fallback
-        vectors.write(conn, fallback.model, fallback.dims, stand_ins, fallback=True)
+    if flagged and report.fallback_model is not None:
+        vectors.write(conn, *report.fallback_model, flagged, fallback=True)

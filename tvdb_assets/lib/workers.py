@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, TypeVar
 
+from tvdb_assets.lib import settings
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -30,7 +32,7 @@ WORKER_NICENESS = 10
 
 
 def worker_count() -> int:
-    return int(os.environ.get("TVDB_WORKERS", "0")) or (os.cpu_count() or 1)
+    return settings.worker_processes()
 
 
 @dataclass(frozen=True)

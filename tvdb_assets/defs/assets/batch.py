@@ -9,7 +9,9 @@ import dagster as dg
 import psycopg
 
 from tvdb_assets.defs.partitions import cached_partition_lookups
-from tvdb_assets.lib import services
+from tvdb_assets.lib.embedding import Embedder
+from tvdb_assets.lib.parsing import Parser
+from tvdb_assets.lib.store import service_health
 from tvdb_assets.lib.store.dead_letters import IngestError
 
 _pooled: set[int] = set()
@@ -63,14 +65,14 @@ class Timer:
         return round(time.perf_counter() - self.started, 3)
 
 
-def save_circuit(conn: psycopg.Connection, client: object) -> dict[str, str | int | float]:
+def save_circuit(
+    conn: psycopg.Connection, client: Parser | Embedder
+) -> dict[str, str | int | float]:
     """A real client's circuit state, saved for `tvdb status` and returned as metadata."""
-    breaker = getattr(client, "breaker", None) or getattr(
-        getattr(client, "real", None), "breaker", None
-    )
+    breaker = client.circuit()
     if breaker is None:
         return {}
     snapshot = breaker.snapshot()
-    services.save_health(conn, snapshot)
+    service_health.save(conn, snapshot)
     conn.commit()
     return {f"circuit_{k}": v for k, v in snapshot.items() if k != "service"}

@@ -118,9 +118,8 @@ def embeddings(
             context.log.info(
                 f"[{call.correlation_id}] embedding the chunks of {len(keys)} document(s)"
             )
-            client = embedder.client(call)
             paths = documents.paths(conn, keys)
-            with conn.transaction():
+            with embedder.client(call) as client, conn.transaction():
                 report = stages.embed_batch(conn, client, keys)
                 errors = _embed_errors(report, paths, context.run.run_id)
                 failed = {e.partition_key for e in errors}

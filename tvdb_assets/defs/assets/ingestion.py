@@ -66,26 +66,27 @@ def parsed_documents(
             ]
             call = CallContext(context.run.run_id, keys)
             context.log.info(f"[{call.correlation_id}] parsing {len(keys)} document(s)")
-            client, uploads_client = parser.client(call), upload_store.client()
-            outcomes = stages.parse_batch(
-                uploads_client, client, [files[k] for k in keys if k in files], conn
-            )
-            parsed = [o.document for o in outcomes if o.document is not None]
-            errors = [
-                replace(e, run_id=context.run.run_id)
-                for e in unknown + [o.error for o in outcomes if o.error is not None]
-            ]
-            with conn.transaction():
-                documents.replace(conn, parsed, context.run.run_id)
-                dead_letters.resolve(conn, [d.partition_key for d in parsed], ("read", "parse"))
-                dead_letters.record(conn, errors)
-            coming = ahead.next_batch()
-            following = registry.load(conn, coming) if coming else {}
-            next_files = [following[k] for k in coming if k in following]
-            _work_ahead(
-                context, embedder, parsed, stages.NextBatch(uploads_client, client, next_files)
-            )
-            circuit = save_circuit(conn, client)
+            uploads_client = upload_store.client()
+            with parser.client(call) as client:
+                outcomes = stages.parse_batch(
+                    uploads_client, client, [files[k] for k in keys if k in files], conn
+                )
+                parsed = [o.document for o in outcomes if o.document is not None]
+                errors = [
+                    replace(e, run_id=context.run.run_id)
+                    for e in unknown + [o.error for o in outcomes if o.error is not None]
+                ]
+                with conn.transaction():
+                    documents.replace(conn, parsed, context.run.run_id)
+                    dead_letters.resolve(conn, [d.partition_key for d in parsed], ("read", "parse"))
+                    dead_letters.record(conn, errors)
+                coming = ahead.next_batch()
+                following = registry.load(conn, coming) if coming else {}
+                next_files = [following[k] for k in coming if k in following]
+                _work_ahead(
+                    context, embedder, parsed, stages.NextBatch(uploads_client, client, next_files)
+                )
+                circuit = save_circuit(conn, client)
 
         for outcome in outcomes:
             if outcome.document is None:

@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tvdb_assets.lib.errors import BudgetExceeded, ServiceError
+from tvdb_assets.lib.resilience import CircuitBreaker
 from tvdb_assets.lib.tokens import DEFAULT_ENCODING, count_tokens, get_encoding
 
 
@@ -20,16 +21,28 @@ class InputRejected(ServiceError):
 
 
 @dataclass(frozen=True)
+class StandIns:
+    """Vectors of another model standing in for texts the service failed to embed (hybrid
+    mode), by text index: stored under their own model and dims, flagged `fallback`."""
+
+    model: str
+    dims: int
+    vectors: dict[int, npt.NDArray[np.float32]]
+
+
+@dataclass(frozen=True)
 class EmbedResult:
     """Unit vectors, one row per text; rows of texts without a vector are zeros, never used.
 
     `rejected`: texts the service refused (their input is at fault). `missing`: texts whose
-    request failed for another reason (retries spent, circuit open, budget reached).
+    request failed for another reason (retries spent, circuit open, budget reached); in
+    hybrid mode `stand_ins` has a vector of the fallback's model for each of them.
     """
 
     vectors: npt.NDArray[np.float32]
     rejected: dict[int, str]
     missing: dict[int, str] = field(default_factory=dict)
+    stand_ins: StandIns | None = None
 
     @property
     def embedded(self) -> list[int]:
@@ -58,8 +71,6 @@ class Embedder(ABC):
     max_tokens_per_input: int = 8192
     # Tokeniser used to size requests (text-embedding-3-* use cl100k_base).
     encoding: str = DEFAULT_ENCODING
-    # In hybrid mode: what fills in for texts the real service could not embed.
-    fallback: "Embedder | None" = None
     # Whether vectors are worth keeping by text in `embedding_cache`: they cost money or
     # time to make again. A local embedder makes one faster than the cache could store it.
     cacheable: bool = True
@@ -67,6 +78,14 @@ class Embedder(ABC):
     def __init__(self) -> None:
         self.calls = 0
         self.texts_embedded = 0
+
+    def circuit(self) -> CircuitBreaker | None:
+        """The breaker of the service it calls (its state is saved after each batch)."""
+        return None
+
+    def close(self) -> None:
+        """Let go of what it holds open (a ledger's connection); a local embedder holds none."""
+        return None
 
     def embed(
         self, texts: Sequence[str], token_counts: Sequence[int] | None = None

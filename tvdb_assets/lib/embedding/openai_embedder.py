@@ -18,6 +18,7 @@ from tvdb_assets.lib.embedding.base import Embedder, InputRejected
 from tvdb_assets.lib.errors import ServiceError
 from tvdb_assets.lib.resilience import CircuitBreaker, RateLimiter, call_with_retries
 from tvdb_assets.lib.resilience.retry import classify_http
+from tvdb_assets.lib.services import ServiceClient
 from tvdb_assets.lib.store.ledger import CallContext
 from tvdb_assets.lib.tokens import count_tokens
 
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 NATIVE_DIMS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072}
 
 
-class OpenAIEmbedder(Embedder):
+class OpenAIEmbedder(ServiceClient, Embedder):
     def __init__(
         self,
         *,
@@ -45,15 +46,13 @@ class OpenAIEmbedder(Embedder):
         attempts: int = 5,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        super().__init__()
+        ServiceClient.__init__(
+            self, breaker=breaker, ledger=ledger, call=call, attempts=attempts, sleep=sleep
+        )
+        Embedder.__init__(self)
         self.model = model
         self.dims = dims
         self.limiter = limiter
-        self.breaker = breaker
-        self.ledger = ledger
-        self.call = call or CallContext()
-        self.attempts = attempts
-        self._sleep = sleep
         self._client = openai.OpenAI(
             api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
         )
@@ -77,10 +76,9 @@ class OpenAIEmbedder(Embedder):
         estimate = costs.price(SERVICE, self.model, tokens)
 
         def attempt() -> openai.types.CreateEmbeddingResponse:
+            # Every HTTP attempt is a billable call of its own.
             with self.limiter.hold(tokens):
-                if self.ledger is None:
-                    return self._request(texts, call)
-                return self._billed_request(texts, call, estimate)
+                return self._paid(estimate, call, lambda: self._request(texts, call), self._billed)
 
         def on_retry(number: int, error: BaseException, wait: float) -> None:
             log.warning(
@@ -92,20 +90,8 @@ class OpenAIEmbedder(Embedder):
             attempt, attempts=self.attempts, sleep=self._sleep, on_retry=on_retry
         )
 
-    def _billed_request(
-        self, texts: list[str], call: CallContext, estimate: costs.Charge
-    ) -> openai.types.CreateEmbeddingResponse:
-        """Every HTTP attempt is a billable call of its own: budget first, ledger after."""
-        assert self.ledger is not None
-        with self.ledger.charge(estimate, call) as bill:
-            try:
-                response = self._request(texts, call)
-            except ServiceError as exc:
-                if getattr(exc, "maybe_billed", False):
-                    bill.actual = estimate
-                raise
-            bill.actual = costs.price(SERVICE, self.model, response.usage.prompt_tokens)
-            return response
+    def _billed(self, response: openai.types.CreateEmbeddingResponse) -> costs.Charge:
+        return costs.price(SERVICE, self.model, response.usage.prompt_tokens)
 
     def _request(self, texts: list[str], call: CallContext) -> openai.types.CreateEmbeddingResponse:
         extra = {"dimensions": self.dims} if self.dims != NATIVE_DIMS.get(self.model) else {}
@@ -117,10 +103,10 @@ class OpenAIEmbedder(Embedder):
                 **extra,  # type: ignore[arg-type]
             )
         except openai.APITimeoutError:
-            error = classify_http(SERVICE, None, "request timed out", None, timeout=True)
             # The service may well have done (and billed) the work after we stopped waiting.
-            error.maybe_billed = True  # type: ignore[attr-defined]
-            raise error from None
+            raise classify_http(
+                SERVICE, None, "request timed out", None, timeout=True, maybe_billed=True
+            ) from None
         except openai.APIConnectionError:
             raise classify_http(SERVICE, None, "connection failed", None, connection=True) from None
         except openai.APIStatusError as exc:

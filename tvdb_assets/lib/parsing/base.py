@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Hashable
 
 from tvdb_assets.lib.models import ParsedDocument
+from tvdb_assets.lib.resilience import CircuitBreaker
 
 # Text extracted from an upload may be this many characters per byte of it (and at least
 # MIN_CHARS): far above any real document (PDF text is rarely more than a few per byte),
@@ -44,6 +45,14 @@ class Parser(ABC):
         """What decides its output besides the bytes: two parsers with the same settings
         parse alike, so one may take what the other parsed."""
         return self.name
+
+    def circuit(self) -> CircuitBreaker | None:
+        """The breaker of the service it calls (its state is saved after each batch)."""
+        return None
+
+    def close(self) -> None:
+        """Let go of what it holds open (a ledger's connection); a local parser holds none."""
+        return None
 
     @abstractmethod
     def parse(self, path: str, data: bytes) -> ParsedDocument:

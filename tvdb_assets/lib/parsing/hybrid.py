@@ -5,6 +5,7 @@ from dataclasses import replace
 from tvdb_assets.lib.errors import BudgetExceeded, ServiceError
 from tvdb_assets.lib.models import ParsedDocument
 from tvdb_assets.lib.parsing.base import Parser
+from tvdb_assets.lib.resilience import CircuitBreaker
 
 
 class HybridParser(Parser):
@@ -21,6 +22,13 @@ class HybridParser(Parser):
         # Its service results are worth caching as the service's own; fallbacks never are.
         self.cacheable = real.cacheable
         self.concurrency = real.concurrency
+
+    def circuit(self) -> CircuitBreaker | None:
+        return self.real.circuit()
+
+    def close(self) -> None:
+        self.real.close()
+        self.local.close()
 
     def parse(self, path: str, data: bytes) -> ParsedDocument:
         try:

@@ -23,6 +23,7 @@ from tvdb_assets.lib.parsing.detect import Kind, detect_kind
 from tvdb_assets.lib.parsing.local import DEFAULT_MAX_BYTES
 from tvdb_assets.lib.parsing.pdf import count_pages
 from tvdb_assets.lib.resilience import CircuitBreaker, call_with_retries, classify_http
+from tvdb_assets.lib.services import ServiceClient
 from tvdb_assets.lib.store.ledger import CallContext
 
 SERVICE = "llamaparse"
@@ -38,7 +39,7 @@ _MIME = {
 log = logging.getLogger(__name__)
 
 
-class LlamaParseParser(Parser):
+class LlamaParseParser(ServiceClient, Parser):
     name = "llamaparse"
     cacheable = True  # results are worth keeping by content hash: they cost money
 
@@ -57,17 +58,13 @@ class LlamaParseParser(Parser):
         max_bytes: int = DEFAULT_MAX_BYTES,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        super().__init__(breaker=breaker, ledger=ledger, call=call, attempts=attempts, sleep=sleep)
         self.api_key = api_key
         self.base_url = base_url
-        self.breaker = breaker
-        self.ledger = ledger
-        self.call = call or CallContext()
-        self.attempts = attempts
         self.timeout = timeout
         self.check_interval = check_interval
         self.concurrency = concurrency
         self.max_bytes = max_bytes
-        self._sleep = sleep
 
     def parse(self, path: str, data: bytes) -> ParsedDocument:
         kind = detect_kind(path, data)
@@ -78,13 +75,7 @@ class LlamaParseParser(Parser):
         estimate = costs.price(SERVICE, MODEL, _page_count(path, data, kind))
         call = self.call.child()
         with self.breaker.guard():
-            if self.ledger is None:
-                result = self._send(path, data, call)
-            else:
-                with self.ledger.charge(estimate, call) as bill:
-                    result = self._send(path, data, call)
-                    billed = result.job_metadata.job_pages or len(result.pages)
-                    bill.actual = costs.price(SERVICE, MODEL, billed)
+            result = self._paid(estimate, call, lambda: self._send(path, data, call), _billed)
         pages = [page.md or page.text or "" for page in result.pages]
         if not any(p.strip() for p in pages):
             raise DocumentError(path, "LlamaParse returned no text")
@@ -184,6 +175,10 @@ class _UploadGate(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def _billed(result) -> costs.Charge:  # type: ignore[no-untyped-def]  # the SDK's JobResult
+    return costs.price(SERVICE, MODEL, result.job_metadata.job_pages or len(result.pages))
 
 
 def _page_count(path: str, data: bytes, kind: Kind) -> int:

@@ -106,6 +106,7 @@ def classify_http(
     timeout: bool = False,
     connection: bool = False,
     *,
+    maybe_billed: bool = False,
     now: Callable[[], float] = time.time,
 ) -> ServiceError:
     """Turn a failed HTTP call into a `ServiceError` saying whether to retry and when.
@@ -139,6 +140,7 @@ def classify_http(
         retryable=retryable,
         status=status,
         retry_after=parse_retry_after(headers or {}, now=now),
+        maybe_billed=maybe_billed,
     )
 
 

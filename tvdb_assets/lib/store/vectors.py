@@ -1,6 +1,5 @@
 """`embeddings` and `embedding_cache`: vectors per chunk, and per (model, text) once."""
 
-import os
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -10,6 +9,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
+from tvdb_assets.lib import settings
 from tvdb_assets.lib.store import schema
 from tvdb_assets.lib.store.schema import index_name, vector_cast
 
@@ -21,10 +21,6 @@ __all__ = ["index_name"]
 # second; the index is built in bulk once a model has that many vectors, and a batch large
 # next to what is indexed rebuilds it rather than inserting one by one.
 REBUILD_RATIO = 14
-
-
-def hnsw_min_rows() -> int:
-    return int(os.environ.get("TVDB_HNSW_MIN_ROWS", "100000"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +130,7 @@ def index_maintenance(
     """Keep the (model, dims) HNSW index in the cheapest way around writing `incoming` rows.
 
     Small collections go without (search is exact); the index is built in bulk once the
-    model has `hnsw_min_rows()` vectors; a batch large next to what is indexed drops it
+    model has `settings.hnsw_min_rows()` vectors; a batch large next to what is indexed drops it
     first and rebuilds it after, instead of inserting vector by vector.
     """
     indexable = dims <= schema.HNSW_MAX_DIMS and incoming > 0
@@ -151,10 +147,10 @@ def index_maintenance(
 
 
 def build_index_when_due(conn: psycopg.Connection, model: str, dims: int) -> None:
-    """Build the (model, dims) index once the model has `hnsw_min_rows()` vectors."""
+    """Build the (model, dims) index once the model has `settings.hnsw_min_rows()` vectors."""
     if dims > schema.HNSW_MAX_DIMS or schema.has_vector_index(conn, model, dims):
         return
-    if _count(conn, model, dims) >= hnsw_min_rows():
+    if _count(conn, model, dims) >= settings.hnsw_min_rows():
         schema.create_vector_index(conn, model, dims)
 
 

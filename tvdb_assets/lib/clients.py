@@ -1,0 +1,131 @@
+"""The parser, embedder and upload store for a mode: the one place that decides what mock,
+real and hybrid mean.
+
+The Dagster resources carry these settings and build their clients here; `tvdb search`
+and `tvdb ingest` build theirs the same way, without Dagster. A real client is imported
+only when asked for: the LlamaParse SDK alone takes about 2 s to import.
+"""
+
+from dataclasses import dataclass, field
+
+from tvdb_assets.lib import billing, services, settings
+from tvdb_assets.lib.embedding import Embedder, MockEmbedder
+from tvdb_assets.lib.embedding.hybrid import HybridEmbedder
+from tvdb_assets.lib.embedding.unavailable import UnavailableEmbedder
+from tvdb_assets.lib.errors import ConfigError
+from tvdb_assets.lib.parsing import LocalParser, Parser
+from tvdb_assets.lib.parsing.hybrid import HybridParser, UnavailableParser
+from tvdb_assets.lib.resilience import CircuitBreaker
+from tvdb_assets.lib.settings import Mode
+from tvdb_assets.lib.store.ledger import CallContext
+from tvdb_assets.lib.uploads import LocalInbox, UploadStore
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """What every service client takes: a mode, a key, and how to call the service."""
+
+    mode: Mode = "mock"
+    api_key: str | None = field(default=None, repr=False)
+    base_url: str | None = None  # unset: the SDK's own variable, else its default
+    timeout_seconds: float = 30.0
+    max_attempts: int = 5
+    circuit_failures: int = 5
+    circuit_reset_seconds: float = 60.0
+
+    def breaker(self, service: str) -> CircuitBreaker:
+        return services.breaker(service, self.circuit_failures, self.circuit_reset_seconds)
+
+    def key(self, variable: str, client: str) -> str | None:
+        """The key, or None in hybrid mode (which then falls back); real mode needs one."""
+        if not self.api_key and self.mode == "real":
+            raise ConfigError(f"{client} mode 'real' needs an API key: {variable} is not set")
+        return self.api_key or None
+
+
+@dataclass(frozen=True)
+class ParserSettings(ServiceSettings):
+    timeout_seconds: float = 300.0
+    max_file_mb: int = 100
+    concurrency: int = 4
+    poll_seconds: int = 1
+
+
+@dataclass(frozen=True)
+class EmbedderSettings(ServiceSettings):
+    model: str = "text-embedding-3-small"
+    dims: int = 1536
+    requests_per_minute: int = 3_000
+    tokens_per_minute: int = 1_000_000
+
+
+def parser(config: ParserSettings, call: CallContext | None = None) -> Parser:
+    """mock: local parsing of md/html/txt/pdf. real: LlamaParse. hybrid: LlamaParse first,
+    the local parse (flagged fallback) where it cannot answer."""
+    local = LocalParser(max_bytes=config.max_file_mb * MB)
+    if config.mode == "mock":
+        return local
+    real = _llamaparse(config, call)
+    return HybridParser(real, local) if config.mode == "hybrid" else real
+
+
+def embedder(config: EmbedderSettings, call: CallContext | None = None) -> Embedder:
+    """mock: feature-hashed word vectors. real: OpenAI. hybrid: OpenAI first, the mock's
+    vectors (flagged fallback) where a call fails."""
+    mock = MockEmbedder(dims=config.dims)
+    if config.mode == "mock":
+        return mock
+    real = _openai(config, call)
+    return HybridEmbedder(real, mock) if config.mode == "hybrid" else real
+
+
+def upload_store(mode: Mode = "mock", directory: str | None = None) -> UploadStore:
+    """mock: the local inbox directory (`directory`, else TVDB_UPLOADS_DIR)."""
+    if mode != "mock":
+        raise ConfigError(
+            f"uploads mode {mode!r} is not available yet: uploads come from the local "
+            "inbox ('mock') only"
+        )
+    return LocalInbox(directory or settings.uploads_dir())
+
+
+def _llamaparse(config: ParserSettings, call: CallContext | None) -> Parser:
+    from tvdb_assets.lib.parsing.llamaparse import LlamaParseParser
+
+    api_key = config.key("LLAMA_CLOUD_API_KEY", "parser")
+    if api_key is None:
+        return UnavailableParser("llamaparse", "LLAMA_CLOUD_API_KEY is not set")
+    return LlamaParseParser(
+        api_key=api_key,
+        base_url=config.base_url or settings.base_url("LLAMA_CLOUD_BASE_URL"),
+        breaker=config.breaker("llamaparse"),
+        ledger=billing.Ledger(billing.budget()),
+        call=call,
+        attempts=config.max_attempts,
+        timeout=config.timeout_seconds,
+        check_interval=config.poll_seconds,
+        concurrency=config.concurrency,
+        max_bytes=config.max_file_mb * MB,
+    )
+
+
+def _openai(config: EmbedderSettings, call: CallContext | None) -> Embedder:
+    from tvdb_assets.lib.embedding.openai_embedder import OpenAIEmbedder
+
+    api_key = config.key("OPENAI_API_KEY", "embedder")
+    if api_key is None:
+        return UnavailableEmbedder(config.model, config.dims, "OPENAI_API_KEY is not set")
+    return OpenAIEmbedder(
+        api_key=api_key,
+        base_url=config.base_url or settings.base_url("OPENAI_BASE_URL"),
+        model=config.model,
+        dims=config.dims,
+        timeout=config.timeout_seconds,
+        limiter=services.limiter("openai", config.requests_per_minute, config.tokens_per_minute),
+        breaker=config.breaker("openai"),
+        ledger=billing.Ledger(billing.budget()),
+        call=call,
+        attempts=config.max_attempts,
+    )

@@ -343,26 +343,37 @@ def test_a_run_dagster_could_not_start_is_failed_and_its_documents_ingest_next_t
     assert table_count(project, "embeddings") == table_count(project, "chunks") > 0
 
 
-def test_a_run_reads_the_stored_partition_keys_once(
+def test_a_batch_reads_the_stored_partition_keys_once(
     project: Project, instance, tmp_path, monkeypatch
 ):
-    """However many documents are stored already, a run does not load all their keys again
-    for each step and each document: its cost stays flat as the store grows."""
+    """However many documents a batch holds or the store has, a run does not load their
+    keys again for each step and each document (Dagster would, three queries for every
+    per-document metadata call: O(N^2) a batch). Fails if a Dagster upgrade goes around
+    `partitions.cached_partition_lookups`."""
     source = tmp_path / "kb"
     source.mkdir()
-    for i in range(12):
-        (source / f"note-{i:02}.md").write_text(f"# Note {i}\n\nTide pools hold kelp {i}.\n")
+    for i in range(500):
+        (source / f"note-{i:03}.md").write_text(f"# Note {i}\n\nTide pools hold kelp {i}.\n")
     storage = type(instance.event_log_storage)
-    loads = []
-    original = storage.get_dynamic_partitions
+    queries: list[str] = []
+    for method in ("get_dynamic_partitions", "has_dynamic_partition"):
+        original = getattr(storage, method)
 
-    def counted(self, partitions_def_name: str):
-        loads.append(partitions_def_name)
-        return original(self, partitions_def_name)
+        def counted(self, *args, _original=original, _method=method):  # type: ignore[no-untyped-def]
+            queries.append(_method)
+            return _original(self, *args)
 
-    monkeypatch.setattr(storage, "get_dynamic_partitions", counted)
-    summary = runner.ingest([source], instance, defs, batch_size=4)
+        monkeypatch.setattr(storage, method, counted)
+    summary = runner.ingest([source], instance, defs, batch_size=500)
+    assert (summary.ingested, len(summary.runs)) == (500, 1)
+    # Laying out the batch once, then once for the run: not once per document or step.
+    assert len(queries) <= 2, sorted(set(queries))
 
+    more = tmp_path / "more"
+    more.mkdir()
+    for i in range(12):
+        (more / f"more-{i:02}.md").write_text(f"# More {i}\n\nKelp forests {i}.\n")
+    queries.clear()
+    summary = runner.ingest([more], instance, defs, batch_size=4)
     assert (summary.ingested, len(summary.runs)) == (12, 3)
-    # Laying out the batches once, then once a run.
-    assert len(loads) <= 1 + len(summary.runs)
+    assert len(queries) <= 1 + len(summary.runs)  # with 500 keys stored already

@@ -16,10 +16,17 @@ from tvdb_assets.lib.store.dead_letters import IngestError
 
 _pooled: set[int] = set()
 
+# The job's own executor (`definitions`), and the one `execute_in_process` puts in its place
+# (its name in dagster 1.13.27).
+IN_PROCESS = (dg.in_process_executor.name, "execute_in_process_executor")
+
 
 @contextmanager
 def batch_bookkeeping(context: dg.AssetExecutionContext) -> Iterator[None]:
     """What every batch asset runs inside: pooled storage connections, cached key lookups."""
+    # The cached lookups patch this process's instance for the step (`partitions`).
+    executor = context.job_def.executor_def.name
+    assert executor in IN_PROCESS, f"an in-process executor expected, not {executor}"
     pool_event_connections(context)
     with cached_partition_lookups(context.instance):
         yield

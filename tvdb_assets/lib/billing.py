@@ -10,7 +10,7 @@ import psycopg
 from tvdb_assets.lib import database, settings
 from tvdb_assets.lib.costs import Charge
 from tvdb_assets.lib.store import ledger
-from tvdb_assets.lib.store.ledger import Budget, CallContext, Spend
+from tvdb_assets.lib.store.ledger import Budget, CallContext
 
 
 @dataclass
@@ -64,10 +64,6 @@ class Ledger:
             raise
         with self._lock:
             ledger.settle(self._connection(), entry, bill.actual or estimate)
-
-    def spend(self) -> Spend:
-        with self._lock:
-            return ledger.spend(self._connection())
 
     def close(self) -> None:
         if self._conn is not None:

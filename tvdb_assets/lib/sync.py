@@ -36,9 +36,6 @@ class InboxChanges:
         fresh = {f.partition_key for f in self.added + self.changed}
         return [f for f in self.unfinished if f.partition_key not in fresh]
 
-    def __bool__(self) -> bool:
-        return bool(self.added or self.changed or self.touched or self.removed or self.unfinished)
-
 
 def fingerprint(listing: Sequence[UploadInfo]) -> str:
     """A digest of the listing: an unchanged inbox is recognised without touching the database."""

@@ -19,8 +19,6 @@ class UploadInfo:
 class UploadStore(ABC):
     """Read-only access to uploads: the pipeline never modifies or deletes them."""
 
-    location: str
-
     @abstractmethod
     def list(self) -> Iterator[UploadInfo]: ...
 

@@ -23,7 +23,6 @@ def skipped_on_purpose(name: str) -> str | None:
 class LocalInbox(UploadStore):
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.root = Path(directory).resolve()
-        self.location = str(self.root)
 
     def list(self) -> Iterator[UploadInfo]:
         """Every regular file under the root, and every entry that cannot be one, refused.

@@ -76,7 +76,7 @@ def _one(path: Path) -> dict[str, object]:
     from tvdb_assets.lib import stages, workers
     from tvdb_assets.lib.ids import partition_key_for
     from tvdb_assets.lib.parsing import LocalParser
-    from tvdb_assets.lib.store.registry import InboxFile
+    from tvdb_assets.lib.store.inbox_files import InboxFile
     from tvdb_assets.lib.uploads import LocalInbox
 
     uploads = LocalInbox(path.parent)

@@ -39,7 +39,8 @@ def _modes(args: argparse.Namespace) -> tuple["Mode", "Mode"]:
 
 
 def cmd_dry_run(args: argparse.Namespace) -> int:
-    from tvdb_assets.lib import billing, clients, estimate, settings, store
+    from tvdb_assets.lib import clients, settings, store
+    from tvdb_assets.lib.costs import budget, estimate
     from tvdb_assets.lib.embedding import MockEmbedder
     from tvdb_assets.lib.ids import shown_path
     from tvdb_assets.lib.intake import inbox_targets
@@ -58,7 +59,7 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
         dims=embedder.dims,
     )
     with store.connect() as conn:
-        table, totals = estimate.estimate(conn, files, plan, billing.budget())
+        table, totals = estimate.estimate(conn, files, plan, budget.from_env())
     print(table.to_string(index=False) if len(table) else "no files")
     print()
     for name, value in totals.items():
@@ -206,9 +207,10 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from tvdb_assets.lib import billing, status
+    from tvdb_assets.lib import status
+    from tvdb_assets.lib.costs import budget
 
-    print(status.render(billing.budget()))
+    print(status.render(budget.from_env()))
     return 0
 
 

@@ -23,12 +23,13 @@ from tvdb_assets.defs.runs import IN_FLIGHT, fail_orphaned_runs, in_flight_keys
 from tvdb_assets.lib import ahead, database, errors, settings, stages, store, sync, workers
 from tvdb_assets.lib.intake import IngestSummary, Intake, summarize, take_in
 from tvdb_assets.lib.store import claims
+from tvdb_assets.lib.store.connection import lock_named
 
 Progress = Callable[[int, int], None]
 Notice = Callable[[str], None]
 
 OWNER_TAG = "tvdb/owner"
-PARTITIONS_LOCK = "SELECT pg_advisory_xact_lock(hashtext('tvdb_assets.partitions'))"
+PARTITIONS_LOCK = "tvdb_assets.partitions"
 
 
 class Interrupted(Exception):
@@ -90,7 +91,7 @@ def _retire(
         return
     plan = sync.plan_partitions(instance.get_dynamic_partitions(DOCUMENTS), [], 1, removed)
     with conn.transaction():
-        conn.execute(PARTITIONS_LOCK)
+        lock_named(conn, PARTITIONS_LOCK)
         for key in plan.retire_keys:
             instance.delete_dynamic_partition(DOCUMENTS, key)
 
@@ -171,7 +172,7 @@ class Batches:
     def _lay_out(self, files: list[sync.InboxFile]) -> list[list[str]]:
         """Give the claimed documents one contiguous stretch of partition keys."""
         with self.conn.transaction():
-            self.conn.execute(PARTITIONS_LOCK)
+            lock_named(self.conn, PARTITIONS_LOCK)
             plan = sync.plan_partitions(
                 self.instance.get_dynamic_partitions(DOCUMENTS), files, self.batch_size
             )

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psycopg
 
-from tvdb_assets.lib.store import registry
+from tvdb_assets.lib.store import inbox_files
 
 TVDB = str(Path(sys.executable).with_name("tvdb"))
 
@@ -158,7 +158,7 @@ def has_table(database_url: str, table: str) -> bool:
 def unfinished(database_url: str) -> int:
     """Inbox files whose content is not stored (the same test the pipeline uses)."""
     with psycopg.connect(database_url) as conn:
-        return len(registry.unfinished(conn))
+        return len(inbox_files.unfinished(conn))
 
 
 def embedded_url(tvdb_home: Path, database: str = "tvdb") -> str:

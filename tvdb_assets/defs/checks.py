@@ -6,15 +6,12 @@ from tvdb_assets.defs.assets.indexing import embeddings
 from tvdb_assets.defs.assets.ingestion import parsed_documents
 from tvdb_assets.defs.partitions import DOCUMENTS, RANGE_END_TAG, RANGE_START_TAG
 from tvdb_assets.defs.resources import EmbedderResource, PostgresResource
-from tvdb_assets.lib.billing import budget
-from tvdb_assets.lib.store import ledger, service_health
+from tvdb_assets.lib.costs import budget
+from tvdb_assets.lib.store import cost_ledger, documents, service_health
+from tvdb_assets.lib.store import embeddings as embeddings_store
 
 WARN_AT = 0.8  # share of a budget at which the cost check warns
 PARTITION_TAG = "dagster/partition"
-
-
-# The rows a check reads: the run's documents, or all of them (a run without partitions).
-_IN_RUN = "(%(keys)s::text[] IS NULL OR {column} = ANY(%(keys)s))"
 
 
 def run_partition_keys(context: dg.AssetCheckExecutionContext) -> list[str] | None:
@@ -43,40 +40,21 @@ def every_chunk_has_one_vector(
     with embedder.client() as client:  # its model and dims: the vectors expected
         model, dims = client.model, client.dims
     keys = run_partition_keys(context)
-    in_run = _IN_RUN.format(column="c.partition_key")
     with database.connect() as conn:
-        # Chunks left without a vector for a reason already in ingest_errors.
-        rejected_row = conn.execute(
-            f"""SELECT count(*) FROM chunks c
-                WHERE {in_run}
-                  AND NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.chunk_id = c.id)
-                  AND EXISTS (SELECT 1 FROM ingest_errors i WHERE i.partition_key = c.partition_key
-                              AND i.stage = 'embed' AND i.resolved_at IS NULL)""",
-            {"keys": keys},
-        ).fetchone()
-        row = conn.execute(
-            f"""SELECT count(*),
-                      count(*) FILTER (WHERE e.chunk_id IS NULL),
-                      count(*) FILTER (WHERE e.model <> %(model)s OR e.dims <> %(dims)s),
-                      count(*) FILTER (WHERE vector_dims(e.embedding) <> e.dims)
-                 FROM chunks c LEFT JOIN embeddings e ON e.chunk_id = c.id
-                WHERE {in_run}""",
-            {"model": model, "dims": dims, "keys": keys},
-        ).fetchone()
-    chunks, missing, other_model, wrong_dims = row or (0, 0, 0, 0)
-    rejected = rejected_row[0] if rejected_row else 0
-    unexplained = max(0, missing - rejected) + other_model + wrong_dims
+        found = embeddings_store.coverage(conn, keys, model, dims)
+    wrong = found.of_another_model + found.with_wrong_dims
     # Chunks the service refused are known and listed in ingest_errors: a warning. Any
     # other gap is an error.
+    unexplained = max(0, found.without_vector - found.without_vector_known_why) + wrong
     return dg.AssetCheckResult(
-        passed=missing == other_model == wrong_dims == 0,
+        passed=found.without_vector == wrong == 0,
         severity=dg.AssetCheckSeverity.ERROR if unexplained else dg.AssetCheckSeverity.WARN,
         metadata={
-            "chunks": chunks,
-            "chunks_without_vector": missing,
-            "chunks_without_vector_known_why": rejected,
-            "vectors_of_another_model": other_model,
-            "vectors_with_wrong_dims": wrong_dims,
+            "chunks": found.chunks,
+            "chunks_without_vector": found.without_vector,
+            "chunks_without_vector_known_why": found.without_vector_known_why,
+            "vectors_of_another_model": found.of_another_model,
+            "vectors_with_wrong_dims": found.with_wrong_dims,
             "model": model,
             "dims": dims,
             "scope": _scope(keys),
@@ -89,18 +67,13 @@ def documents_are_not_empty(
     context: dg.AssetCheckExecutionContext, database: PostgresResource
 ) -> dg.AssetCheckResult:
     keys = run_partition_keys(context)
-    in_run = _IN_RUN.format(column="partition_key")
     with database.connect() as conn:
-        rows = conn.execute(
-            f"SELECT path FROM documents WHERE {in_run} AND btrim(markdown) = '' "
-            "ORDER BY path LIMIT 20",
-            {"keys": keys},
-        ).fetchall()
+        empty = documents.empty_paths(conn, keys)
     return dg.AssetCheckResult(
-        passed=not rows,
+        passed=not empty,
         metadata={
-            "empty_documents": len(rows),
-            "examples": ", ".join(r[0] for r in rows),
+            "empty_documents": len(empty),
+            "examples": ", ".join(empty),
             "scope": _scope(keys),
         },
     )
@@ -115,9 +88,9 @@ data_quality_checks = [every_chunk_has_one_vector, documents_are_not_empty]
     description="Spend today against the daily budget: warns at 80%, fails when used up.",
 )
 def cost_within_budget(database: PostgresResource) -> dg.AssetCheckResult:
-    limits = budget()
+    limits = budget.from_env()
     with database.connect() as conn:
-        used = ledger.spend(conn)
+        used = cost_ledger.spend(conn)
     share = used.today_usd / limits.daily_usd if limits.daily_usd > 0 else 1.0
     requests_share = used.last_hour_requests / max(1, limits.hourly_requests)
     worst = max(share, requests_share)
@@ -137,13 +110,13 @@ def cost_within_budget(database: PostgresResource) -> dg.AssetCheckResult:
 @dg.asset_check(asset=embeddings, description="No external service has its circuit open.")
 def services_healthy(database: PostgresResource) -> dg.AssetCheckResult:
     with database.connect() as conn:
-        rows = service_health.states(conn)
-    unhealthy = [f"{service}: {state}" for service, state, _ in rows if state != "closed"]
+        services = service_health.load(conn)
+    unhealthy = [f"{h.service}: {h.state}" for h in services if h.state != "closed"]
     return dg.AssetCheckResult(
         passed=not unhealthy,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
-            "services": ", ".join(f"{s} {st}" for s, st, _ in rows) or "none called yet",
+            "services": ", ".join(f"{h.service} {h.state}" for h in services) or "none called yet",
             "unhealthy": ", ".join(unhealthy),
         },  # fmt: skip
     )

@@ -15,11 +15,11 @@ import dagster as dg
 import psycopg
 
 from tvdb_assets.lib import clients, settings, store
+from tvdb_assets.lib.costs.calls import CallContext
 from tvdb_assets.lib.embedding import Embedder
 from tvdb_assets.lib.errors import ConfigError
 from tvdb_assets.lib.parsing import Parser
 from tvdb_assets.lib.settings import Mode
-from tvdb_assets.lib.store.ledger import CallContext
 from tvdb_assets.lib.uploads import UploadStore
 
 C = TypeVar("C", Parser, Embedder)

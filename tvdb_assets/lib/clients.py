@@ -8,7 +8,10 @@ only when asked for: the LlamaParse SDK alone takes about 2 s to import.
 
 from dataclasses import dataclass, field
 
-from tvdb_assets.lib import billing, services, settings
+from tvdb_assets.lib import services, settings
+from tvdb_assets.lib.costs import budget
+from tvdb_assets.lib.costs.calls import CallContext
+from tvdb_assets.lib.costs.ledger import Ledger
 from tvdb_assets.lib.embedding import Embedder, MockEmbedder
 from tvdb_assets.lib.embedding.hybrid import HybridEmbedder
 from tvdb_assets.lib.embedding.unavailable import UnavailableEmbedder
@@ -17,7 +20,6 @@ from tvdb_assets.lib.parsing import LocalParser, Parser
 from tvdb_assets.lib.parsing.hybrid import HybridParser, UnavailableParser
 from tvdb_assets.lib.resilience import CircuitBreaker
 from tvdb_assets.lib.settings import Mode
-from tvdb_assets.lib.store.ledger import CallContext
 from tvdb_assets.lib.uploads import LocalInbox, UploadStore
 
 MB = 1024 * 1024
@@ -101,7 +103,7 @@ def _llamaparse(config: ParserSettings, call: CallContext | None) -> Parser:
         api_key=api_key,
         base_url=config.base_url or settings.base_url("LLAMA_CLOUD_BASE_URL"),
         breaker=config.breaker("llamaparse"),
-        ledger=billing.Ledger(billing.budget()),
+        ledger=Ledger(budget.from_env()),
         call=call,
         attempts=config.max_attempts,
         timeout=config.timeout_seconds,
@@ -125,7 +127,7 @@ def _openai(config: EmbedderSettings, call: CallContext | None) -> Embedder:
         timeout=config.timeout_seconds,
         limiter=services.limiter("openai", config.requests_per_minute, config.tokens_per_minute),
         breaker=config.breaker("openai"),
-        ledger=billing.Ledger(billing.budget()),
+        ledger=Ledger(budget.from_env()),
         call=call,
         attempts=config.max_attempts,
     )

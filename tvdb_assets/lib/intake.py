@@ -13,9 +13,9 @@ from pathlib import Path
 from tvdb_assets.lib import settings, store, sync
 from tvdb_assets.lib.ids import partition_key_for, shown_path
 from tvdb_assets.lib.store import chunks as chunk_store
-from tvdb_assets.lib.store import claims, dead_letters, documents, registry
-from tvdb_assets.lib.store.dead_letters import IngestError
-from tvdb_assets.lib.store.registry import InboxFile
+from tvdb_assets.lib.store import claims, documents, inbox_files, ingest_errors
+from tvdb_assets.lib.store.inbox_files import InboxFile
+from tvdb_assets.lib.store.ingest_errors import IngestError
 from tvdb_assets.lib.uploads import LocalInbox
 from tvdb_assets.lib.uploads.local import skipped_on_purpose
 
@@ -190,8 +190,8 @@ def summarize(
     asked = [f.partition_key for f in intake.wanted]
     with store.connect() as conn:
         # Every source document still failing is reported, not only those run just now.
-        summary.errors = dead_letters.open_errors(conn, [partition_key_for(p) for p in ours])
-        left = registry.unfinished(conn, asked)
+        summary.errors = ingest_errors.open_errors(conn, [partition_key_for(p) for p in ours])
+        left = inbox_files.unfinished(conn, asked)
         totals = chunk_store.counts(conn, asked)
     failed = {e.partition_key for e in summary.errors}
     undone = {f.partition_key for f in left}

@@ -3,7 +3,7 @@
 from tvdb_assets.lib import store
 from tvdb_assets.lib.embedding import Embedder, MockEmbedder
 from tvdb_assets.lib.errors import ServiceError
-from tvdb_assets.lib.store.vectors import SearchHit, nearest
+from tvdb_assets.lib.store.embeddings import SearchHit, nearest
 
 
 def search(query: str, k: int = 5, embedder: Embedder | None = None) -> list[SearchHit]:

@@ -11,11 +11,11 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from tvdb_assets.lib.billing import Ledger
-from tvdb_assets.lib.costs import Charge
+from tvdb_assets.lib.costs.calls import CallContext
+from tvdb_assets.lib.costs.ledger import Ledger
+from tvdb_assets.lib.costs.prices import Charge
 from tvdb_assets.lib.errors import ServiceError
 from tvdb_assets.lib.resilience import CircuitBreaker, RateLimiter
-from tvdb_assets.lib.store.ledger import CallContext
 
 T = TypeVar("T")
 

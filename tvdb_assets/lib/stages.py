@@ -23,13 +23,14 @@ from tvdb_assets.lib.models import ParsedDocument
 from tvdb_assets.lib.parsing import Parser
 from tvdb_assets.lib.parsing.base import char_limit, storable
 from tvdb_assets.lib.parsing.detect import Kind, detect_kind
-from tvdb_assets.lib.store import parse_cache, vectors
+from tvdb_assets.lib.store import chunks as chunk_store
+from tvdb_assets.lib.store import embedding_cache, embeddings, parse_cache
 from tvdb_assets.lib.store.chunks import ChunkRow
 from tvdb_assets.lib.store.connection import lock_partitions
-from tvdb_assets.lib.store.dead_letters import IngestError
 from tvdb_assets.lib.store.documents import DocumentRow
-from tvdb_assets.lib.store.registry import InboxFile
-from tvdb_assets.lib.store.vectors import PendingChunk
+from tvdb_assets.lib.store.embeddings import PendingChunk
+from tvdb_assets.lib.store.inbox_files import InboxFile
+from tvdb_assets.lib.store.ingest_errors import IngestError
 from tvdb_assets.lib.uploads import UploadStore
 
 
@@ -399,14 +400,14 @@ def embed_batch(
     """
     model, dims = embedder.model, embedder.dims
     lock_partitions(conn, partition_keys)
-    pending = vectors.pending_chunks(conn, partition_keys, model, dims)
+    pending = embeddings.pending_chunks(conn, partition_keys, model, dims)
     by_text: dict[str, list[PendingChunk]] = {}
     for c in pending:
         by_text.setdefault(c.text_sha256, []).append(c)
     hashes = list(by_text)
     report = EmbedReport()
     calls_before = embedder.calls
-    with vectors.index_maintenance(conn, model, dims, len(pending)):
+    with embeddings.index_maintenance(conn, model, dims, len(pending)):
         for at in range(0, len(hashes), EMBED_SLICE):
             part = {h: by_text[h] for h in hashes[at : at + EMBED_SLICE]}
             _embed_slice(conn, embedder, part, report)
@@ -414,7 +415,7 @@ def embed_batch(
     if report.fallback_model is not None:
         # Fallback vectors are few and not known in advance: inserted one by one into an
         # existing index, or counted towards building one.
-        vectors.build_index_when_due(conn, *report.fallback_model)
+        embeddings.build_index_when_due(conn, *report.fallback_model)
     return report
 
 
@@ -425,7 +426,7 @@ def _embed_slice(
     report: EmbedReport,
 ) -> None:
     model, dims = embedder.model, embedder.dims
-    known = vectors.cached(conn, model, dims, by_text) if embedder.cacheable else {}
+    known = embedding_cache.lookup(conn, model, dims, by_text) if embedder.cacheable else {}
     # Vectors made ahead (mock mode) for exactly these chunks: fresh, as if embedded now.
     wanted = [(c.id, h) for h, chunks in by_text.items() for c in chunks[:1] if h not in known]
     made = ahead.take_kept(("vectors", model, dims), wanted)
@@ -434,11 +435,11 @@ def _embed_slice(
     substitutes: dict[str, np.ndarray] = {}
     if missing:
         first = [by_text[h][0] for h in missing]
-        texts = vectors.chunk_texts(conn, [c.id for c in first])
+        texts = chunk_store.texts(conn, [c.id for c in first])
         result = embedder.embed_texts([texts[c.id] for c in first], [c.tokens for c in first])
         paid = {missing[i]: result.vectors[i] for i in result.embedded}
         if embedder.cacheable:
-            vectors.remember(conn, model, dims, paid)
+            embedding_cache.remember(conn, model, dims, paid)
         fresh |= paid
         stand_ins = result.stand_ins
         if stand_ins is not None:
@@ -468,7 +469,7 @@ def _embed_slice(
             continue
         for c in chunks:
             counts[c.partition_key] = counts.get(c.partition_key, 0) + 1
-    vectors.write(conn, model, dims, rows)
+    embeddings.write(conn, model, dims, rows)
     report.chunks += len(rows)
     if flagged and report.fallback_model is not None:
-        vectors.write(conn, *report.fallback_model, flagged, fallback=True)
+        embeddings.write(conn, *report.fallback_model, flagged, fallback=True)

@@ -3,8 +3,9 @@
 import pandas as pd
 
 from tvdb_assets.lib import store
-from tvdb_assets.lib.store import claims, dead_letters, ledger, registry
-from tvdb_assets.lib.store.ledger import Budget
+from tvdb_assets.lib.costs.budget import Budget
+from tvdb_assets.lib.store import claims, cost_ledger, inbox_files, ingest_errors, schema
+from tvdb_assets.lib.store import service_health as health
 
 TABLES = (
     "inbox_files",
@@ -20,16 +21,13 @@ TABLES = (
 
 def table_counts() -> pd.DataFrame:
     with store.connect() as conn:
-        counts = [
-            (table, conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # type: ignore[index]
-            for table in TABLES
-        ]
-    return pd.DataFrame(counts, columns=["table", "rows"])
+        counts = schema.row_counts(conn, TABLES)
+    return pd.DataFrame(list(counts.items()), columns=["table", "rows"])
 
 
 def open_errors() -> pd.DataFrame:
     with store.connect() as conn:
-        errors = dead_letters.open_errors(conn)
+        errors = ingest_errors.open_errors(conn)
     return pd.DataFrame(
         [(e.at, e.path, e.stage, e.reason) for e in errors],
         columns=["at", "path", "stage", "reason"],
@@ -39,7 +37,7 @@ def open_errors() -> pd.DataFrame:
 def unfinished() -> pd.DataFrame:
     """Uploads whose content is not stored yet, and whether a live process is on them."""
     with store.connect() as conn:
-        files = registry.unfinished(conn)
+        files = inbox_files.unfinished(conn)
         busy = claims.busy_elsewhere(conn, None)
     return pd.DataFrame(
         [(f.shown, "in progress" if f.partition_key in busy else "waiting") for f in files],
@@ -50,12 +48,8 @@ def unfinished() -> pd.DataFrame:
 def spend_summary(budget: Budget) -> pd.DataFrame:
     """Spend today and requests this hour against the budget, and spend by service/model."""
     with store.connect() as conn:
-        used = ledger.spend(conn)
-        by_model = conn.execute(
-            """SELECT service, model, unit, sum(units), sum(usd) FROM cost_ledger
-                WHERE status = 'billed' AND at >= date_trunc('day', now(), 'UTC')
-                GROUP BY service, model, unit ORDER BY service, model"""
-        ).fetchall()
+        used = cost_ledger.spend(conn)
+        by_model = cost_ledger.billed_today(conn)
     rows = [
         ("today (UTC)", "spent_usd", f"{used.today_usd:.6f}"),
         ("today (UTC)", "budget_left_usd", f"{budget.daily_usd - used.today_usd:.6f}"),
@@ -69,10 +63,10 @@ def spend_summary(budget: Budget) -> pd.DataFrame:
 
 def service_health() -> pd.DataFrame:
     with store.connect() as conn:
-        rows = conn.execute(
-            "SELECT service, state, consecutive_failures, retry_in_seconds, updated_at "
-            "FROM service_health ORDER BY service"
-        ).fetchall()
+        services = health.load(conn)
+    rows = [
+        (h.service, h.state, h.consecutive_failures, h.retry_in_seconds, h.at) for h in services
+    ]
     return pd.DataFrame(rows, columns=["service", "circuit", "failures", "retry_in_s", "at"])
 
 

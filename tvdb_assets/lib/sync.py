@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 import psycopg
 
 from tvdb_assets.lib.ids import partition_key_for, shown_path
-from tvdb_assets.lib.store import claims, dead_letters, registry
-from tvdb_assets.lib.store.dead_letters import IngestError
-from tvdb_assets.lib.store.registry import InboxFile
+from tvdb_assets.lib.store import claims, inbox_files, ingest_errors
+from tvdb_assets.lib.store.connection import lock_named
+from tvdb_assets.lib.store.inbox_files import InboxFile
+from tvdb_assets.lib.store.ingest_errors import IngestError
 from tvdb_assets.lib.uploads import UploadInfo, UploadStore
 
-INBOX_LOCK = "SELECT pg_advisory_xact_lock(hashtext('tvdb_assets.inbox'))"
+INBOX_LOCK = "tvdb_assets.inbox"
 
 
 @dataclass
@@ -77,13 +78,13 @@ def refresh(
     requested: after any crash, the unfinished documents are exactly those left undone.
     """
     with conn.transaction():
-        conn.execute(INBOX_LOCK)
-        changes = diff(uploads, listing, registry.load_all(conn))
-        registry.upsert(conn, changes.added + changes.changed + changes.touched)
+        lock_named(conn, INBOX_LOCK)
+        changes = diff(uploads, listing, inbox_files.load_all(conn))
+        inbox_files.upsert(conn, changes.added + changes.changed + changes.touched)
         if changes.removed:
-            registry.retire(conn, [f.partition_key for f in changes.removed])
+            inbox_files.retire(conn, [f.partition_key for f in changes.removed])
         _record_refused(conn, listing)
-        changes.unfinished = registry.unfinished(conn)
+        changes.unfinished = inbox_files.unfinished(conn)
     return changes
 
 
@@ -98,14 +99,10 @@ def _record_refused(conn: psycopg.Connection, listing: Sequence[UploadInfo]) -> 
         if (reason := i.refused) is not None
     ]
     keys = [partition_key_for(i.path) for i in listing if i.refused is not None]
-    conn.execute(
-        "UPDATE ingest_errors SET resolved_at = now() WHERE resolved_at IS NULL "
-        "AND stage = 'read' AND sha256 IS NULL AND NOT (partition_key = ANY(%s))",
-        (keys,),
-    )
+    ingest_errors.resolve_readable(conn, keys)
     if refused:
-        already = {(e.partition_key, e.reason) for e in dead_letters.open_errors(conn, keys)}
-        dead_letters.record(
+        already = {(e.partition_key, e.reason) for e in ingest_errors.open_errors(conn, keys)}
+        ingest_errors.record(
             conn, [e for e in refused if (e.partition_key, e.reason) not in already]
         )
 
@@ -131,8 +128,8 @@ def take(
     Without an owner (the sensor) nothing is claimed: its runs are seen as in flight.
     """
     with conn.transaction():
-        conn.execute(INBOX_LOCK)
-        unfinished = registry.unfinished(conn, list(wanted))
+        lock_named(conn, INBOX_LOCK)
+        unfinished = inbox_files.unfinished(conn, list(wanted))
         busy = set(claims.busy_elsewhere(conn, owner)) | set(running)
         taken = Take(
             mine=[f for f in unfinished if f.partition_key not in busy],

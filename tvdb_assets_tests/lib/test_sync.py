@@ -2,7 +2,7 @@
 
 import pytest
 
-from tvdb_assets.lib.store.registry import InboxFile
+from tvdb_assets.lib.store.inbox_files import InboxFile
 from tvdb_assets.lib.sync import plan_partitions
 
 

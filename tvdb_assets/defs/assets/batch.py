@@ -12,7 +12,7 @@ from tvdb_assets.defs.partitions import cached_partition_lookups
 from tvdb_assets.lib.embedding import Embedder
 from tvdb_assets.lib.parsing import Parser
 from tvdb_assets.lib.store import service_health
-from tvdb_assets.lib.store.dead_letters import IngestError
+from tvdb_assets.lib.store.ingest_errors import IngestError
 
 _pooled: set[int] = set()
 

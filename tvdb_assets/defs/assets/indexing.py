@@ -17,11 +17,12 @@ from tvdb_assets.defs.assets.ingestion import parsed_documents
 from tvdb_assets.defs.partitions import documents_partitions
 from tvdb_assets.defs.resources import EmbedderResource, PostgresResource
 from tvdb_assets.lib import stages
+from tvdb_assets.lib.costs.calls import CallContext
 from tvdb_assets.lib.store import chunks as chunk_store
-from tvdb_assets.lib.store import dead_letters, documents, vectors
-from tvdb_assets.lib.store.dead_letters import IngestError
-from tvdb_assets.lib.store.ledger import CallContext
-from tvdb_assets.lib.store.vectors import PendingChunk
+from tvdb_assets.lib.store import documents, ingest_errors
+from tvdb_assets.lib.store import embeddings as embedding_store
+from tvdb_assets.lib.store.embeddings import PendingChunk
+from tvdb_assets.lib.store.ingest_errors import IngestError
 
 
 class ChunkingConfig(dg.Config):
@@ -35,7 +36,7 @@ def _split_failed(
     context: dg.AssetExecutionContext, conn: psycopg.Connection, keys: Sequence[str]
 ) -> list[str]:
     """The keys to work on; documents that failed upstream are reported as skipped."""
-    failed = {e.partition_key: e for e in dead_letters.open_errors(conn, keys) if e.partition_key}
+    failed = {e.partition_key: e for e in ingest_errors.open_errors(conn, keys) if e.partition_key}
     for key, error in failed.items():
         report_skipped(context, key, f"{error.stage} failed: {error.reason}")
     return [k for k in keys if k not in failed]
@@ -123,8 +124,8 @@ def embeddings(
                 report = stages.embed_batch(conn, client, keys)
                 errors = _embed_errors(report, paths, context.run.run_id)
                 failed = {e.partition_key for e in errors}
-                dead_letters.resolve(conn, [k for k in keys if k not in failed], ("embed",))
-                dead_letters.record(conn, errors)
+                ingest_errors.resolve(conn, [k for k in keys if k not in failed], ("embed",))
+                ingest_errors.record(conn, errors)
                 # Done, with their vectors or with the reason some are missing.
                 documents.mark_indexed(conn, keys)
             totals = chunk_store.counts(conn, keys)
@@ -151,7 +152,7 @@ def embeddings(
             metadata={
                 "model": client.model,
                 "dims": client.dims,
-                "index": vectors.index_name(client.model, client.dims),
+                "index": embedding_store.index_name(client.model, client.dims),
                 "batch_vectors_written": report.chunks,
                 "batch_cache_hits": report.from_cache,
                 "batch_texts_embedded": report.embedded_texts,

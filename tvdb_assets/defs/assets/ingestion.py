@@ -20,9 +20,9 @@ from tvdb_assets.defs.resources import (
     UploadsResource,
 )
 from tvdb_assets.lib import ahead, stages
-from tvdb_assets.lib.store import dead_letters, documents, registry
-from tvdb_assets.lib.store.dead_letters import IngestError
-from tvdb_assets.lib.store.ledger import CallContext
+from tvdb_assets.lib.costs.calls import CallContext
+from tvdb_assets.lib.store import documents, inbox_files, ingest_errors
+from tvdb_assets.lib.store.ingest_errors import IngestError
 
 PREVIEW_CHARS = 600
 
@@ -58,7 +58,7 @@ def parsed_documents(
         timer = Timer()
         keys = context.partition_keys
         with database.connect() as conn:
-            files = registry.load(conn, keys)
+            files = inbox_files.load(conn, keys)
             unknown = [
                 IngestError(key, key, "read", "not in the inbox registry (was the upload deleted?)")
                 for key in keys
@@ -78,10 +78,12 @@ def parsed_documents(
                 ]
                 with conn.transaction():
                     documents.replace(conn, parsed, context.run.run_id)
-                    dead_letters.resolve(conn, [d.partition_key for d in parsed], ("read", "parse"))
-                    dead_letters.record(conn, errors)
+                    ingest_errors.resolve(
+                        conn, [d.partition_key for d in parsed], ("read", "parse")
+                    )
+                    ingest_errors.record(conn, errors)
                 coming = ahead.next_batch()
-                following = registry.load(conn, coming) if coming else {}
+                following = inbox_files.load(conn, coming) if coming else {}
                 next_files = [following[k] for k in coming if k in following]
                 _work_ahead(
                     context, embedder, parsed, stages.NextBatch(uploads_client, client, next_files)

@@ -12,14 +12,14 @@ import numpy as np
 import numpy.typing as npt
 import openai
 
-from tvdb_assets.lib import costs
-from tvdb_assets.lib.billing import Ledger
+from tvdb_assets.lib.costs import prices
+from tvdb_assets.lib.costs.calls import CallContext
+from tvdb_assets.lib.costs.ledger import Ledger
 from tvdb_assets.lib.embedding.base import Embedder, InputRejected
 from tvdb_assets.lib.errors import ServiceError
 from tvdb_assets.lib.resilience import CircuitBreaker, RateLimiter, call_with_retries
 from tvdb_assets.lib.resilience.retry import classify_http
 from tvdb_assets.lib.services import ServiceClient
-from tvdb_assets.lib.store.ledger import CallContext
 from tvdb_assets.lib.tokens import count_tokens
 
 SERVICE = "openai"
@@ -73,7 +73,7 @@ class OpenAIEmbedder(ServiceClient, Embedder):
     def _send(
         self, texts: list[str], tokens: int, call: CallContext
     ) -> openai.types.CreateEmbeddingResponse:
-        estimate = costs.price(SERVICE, self.model, tokens)
+        estimate = prices.price(SERVICE, self.model, tokens)
 
         def attempt() -> openai.types.CreateEmbeddingResponse:
             # Every HTTP attempt is a billable call of its own.
@@ -90,8 +90,8 @@ class OpenAIEmbedder(ServiceClient, Embedder):
             attempt, attempts=self.attempts, sleep=self._sleep, on_retry=on_retry
         )
 
-    def _billed(self, response: openai.types.CreateEmbeddingResponse) -> costs.Charge:
-        return costs.price(SERVICE, self.model, response.usage.prompt_tokens)
+    def _billed(self, response: openai.types.CreateEmbeddingResponse) -> prices.Charge:
+        return prices.price(SERVICE, self.model, response.usage.prompt_tokens)
 
     def _request(self, texts: list[str], call: CallContext) -> openai.types.CreateEmbeddingResponse:
         extra = {"dimensions": self.dims} if self.dims != NATIVE_DIMS.get(self.model) else {}

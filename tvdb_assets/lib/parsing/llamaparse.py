@@ -14,8 +14,9 @@ import httpx
 from llama_cloud_services import LlamaParse
 from llama_cloud_services.parse.base import JobFailedException
 
-from tvdb_assets.lib import costs
-from tvdb_assets.lib.billing import Ledger
+from tvdb_assets.lib.costs import prices
+from tvdb_assets.lib.costs.calls import CallContext
+from tvdb_assets.lib.costs.ledger import Ledger
 from tvdb_assets.lib.errors import DocumentError, ServiceError
 from tvdb_assets.lib.models import ParsedDocument
 from tvdb_assets.lib.parsing.base import Parser
@@ -24,7 +25,6 @@ from tvdb_assets.lib.parsing.local import DEFAULT_MAX_BYTES
 from tvdb_assets.lib.parsing.pdf import count_pages
 from tvdb_assets.lib.resilience import CircuitBreaker, call_with_retries, classify_http
 from tvdb_assets.lib.services import ServiceClient
-from tvdb_assets.lib.store.ledger import CallContext
 
 SERVICE = "llamaparse"
 MODEL = "default"
@@ -72,7 +72,7 @@ class LlamaParseParser(ServiceClient, Parser):
             raise DocumentError(path, "empty file")
         if len(data) > self.max_bytes:
             raise DocumentError(path, f"file too large (limit {self.max_bytes} bytes)")
-        estimate = costs.price(SERVICE, MODEL, _page_count(path, data, kind))
+        estimate = prices.price(SERVICE, MODEL, _page_count(path, data, kind))
         call = self.call.child()
         with self.breaker.guard():
             result = self._paid(estimate, call, lambda: self._send(path, data, call), _billed)
@@ -177,8 +177,8 @@ class _UploadGate(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-def _billed(result) -> costs.Charge:  # type: ignore[no-untyped-def]  # the SDK's JobResult
-    return costs.price(SERVICE, MODEL, result.job_metadata.job_pages or len(result.pages))
+def _billed(result) -> prices.Charge:  # type: ignore[no-untyped-def]  # the SDK's JobResult
+    return prices.price(SERVICE, MODEL, result.job_metadata.job_pages or len(result.pages))
 
 
 def _page_count(path: str, data: bytes, kind: Kind) -> int:

@@ -82,3 +82,8 @@ def counts(conn: psycopg.Connection, partition_keys: Sequence[str]) -> dict[str,
         (list(partition_keys),),
     ).fetchall()
     return {key: (n, tokens) for key, n, tokens in rows}
+
+
+def texts(conn: psycopg.Connection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+    rows = conn.execute("SELECT id, text FROM chunks WHERE id = ANY(%s)", (list(ids),))
+    return dict(rows.fetchall())

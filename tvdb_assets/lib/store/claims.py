@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import psycopg
 
-from tvdb_assets.lib.store.registry import InboxFile
+from tvdb_assets.lib.store.inbox_files import InboxFile
 
 # The first half of the two-key advisory lock; the second is the owner's number.
 OWNER_LOCK_CLASS = 0x7476  # "tv"

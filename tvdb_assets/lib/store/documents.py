@@ -102,3 +102,21 @@ def _by_key(conn: psycopg.Connection, partition_keys: Sequence[str], column: str
         (list(partition_keys),),
     ).fetchall()
     return dict(rows)
+
+
+def hashes_by_path(conn: psycopg.Connection) -> dict[str, str]:
+    """path -> content hash of every stored document."""
+    return dict(conn.execute("SELECT path, sha256 FROM documents").fetchall())
+
+
+def empty_paths(
+    conn: psycopg.Connection, partition_keys: Sequence[str] | None, limit: int = 20
+) -> list[str]:
+    """Paths of documents (these, or all) whose markdown is blank."""
+    rows = conn.execute(
+        """SELECT path FROM documents
+            WHERE (%(keys)s::text[] IS NULL OR partition_key = ANY(%(keys)s))
+              AND btrim(markdown) = '' ORDER BY path LIMIT %(limit)s""",
+        {"keys": None if partition_keys is None else list(partition_keys), "limit": limit},
+    ).fetchall()
+    return [path for (path,) in rows]

@@ -29,3 +29,10 @@ def save(conn: psycopg.Connection, parsed: Sequence[tuple[str, ParsedDocument]])
             [(sha, d.parser, d.mime, d.pages, list(d.page_starts), d.markdown)
              for sha, d in parsed],
         )  # fmt: skip
+
+
+def has(conn: psycopg.Connection, parser: str, sha256: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM parse_cache WHERE sha256 = %s AND parser = %s", (sha256, parser)
+    ).fetchone()
+    return row is not None

@@ -1,6 +1,7 @@
 """The pipeline's tables, created and migrated idempotently, with the version recorded."""
 
 import re
+from collections.abc import Sequence
 
 import psycopg
 from psycopg import sql
@@ -253,3 +254,13 @@ def create_vector_index(conn: psycopg.Connection, model: str, dims: int) -> str:
 
 def drop_vector_index(conn: psycopg.Connection, model: str, dims: int) -> None:
     conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(index_name(model, dims))))
+
+
+def row_counts(conn: psycopg.Connection, tables: Sequence[str]) -> dict[str, int]:
+    """Rows in each of these tables."""
+    counts = {}
+    for table in tables:
+        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+        row = conn.execute(query).fetchone()
+        counts[table] = int(row[0]) if row else 0
+    return counts

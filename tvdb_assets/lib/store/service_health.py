@@ -1,6 +1,9 @@
 """`service_health`: each external service's last circuit state, for `tvdb status` and the
 health check (the breakers themselves live in each process, `lib/services.py`)."""
 
+from dataclasses import dataclass
+from datetime import datetime
+
 import psycopg
 
 
@@ -15,9 +18,19 @@ def save(conn: psycopg.Connection, snapshot: dict[str, str | int | float]) -> No
     )
 
 
-def states(conn: psycopg.Connection) -> list[tuple[str, str, int]]:
-    """(service, circuit state, consecutive failures) of every service called so far."""
+@dataclass(frozen=True, slots=True)
+class Health:
+    service: str
+    state: str  # the circuit's: closed, open, half_open
+    consecutive_failures: int
+    retry_in_seconds: float | None
+    at: datetime
+
+
+def load(conn: psycopg.Connection) -> list[Health]:
+    """The last saved state of every service called so far."""
     rows = conn.execute(
-        "SELECT service, state, consecutive_failures FROM service_health ORDER BY service"
+        "SELECT service, state, consecutive_failures, retry_in_seconds, updated_at "
+        "FROM service_health ORDER BY service"
     ).fetchall()
-    return [(service, state, int(failures)) for service, state, failures in rows]
+    return [Health(*row) for row in rows]

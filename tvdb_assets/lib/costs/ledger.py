@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 import psycopg
 
-from tvdb_assets.lib import database, settings
-from tvdb_assets.lib.costs import Charge
-from tvdb_assets.lib.store import ledger
-from tvdb_assets.lib.store.ledger import Budget, CallContext
+from tvdb_assets.lib import database
+from tvdb_assets.lib.costs.budget import Budget
+from tvdb_assets.lib.costs.calls import CallContext
+from tvdb_assets.lib.costs.prices import Charge
+from tvdb_assets.lib.store import cost_ledger
 
 
 @dataclass
@@ -22,11 +23,6 @@ class Bill:
     """
 
     actual: Charge | None = None
-
-
-def budget() -> Budget:
-    """Spend limits come from the deployment's environment, never from a run's config."""
-    return Budget(settings.daily_budget_usd(), settings.hourly_request_cap())
 
 
 class Ledger:
@@ -51,19 +47,19 @@ class Ledger:
     def charge(self, estimate: Charge, call: CallContext) -> Iterator[Bill]:
         """Raise BudgetExceeded before a call that would cross the budget; else record it."""
         with self._lock:
-            entry = ledger.reserve(self._connection(), self.budget, estimate, call)
+            entry = cost_ledger.reserve(self._connection(), self.budget, estimate, call)
         bill = Bill()
         try:
             yield bill
         except BaseException:
             with self._lock:
                 if bill.actual is None:
-                    ledger.release(self._connection(), entry)
+                    cost_ledger.release(self._connection(), entry)
                 else:
-                    ledger.settle(self._connection(), entry, bill.actual)
+                    cost_ledger.settle(self._connection(), entry, bill.actual)
             raise
         with self._lock:
-            ledger.settle(self._connection(), entry, bill.actual or estimate)
+            cost_ledger.settle(self._connection(), entry, bill.actual or estimate)
 
     def close(self) -> None:
         if self._conn is not None:

@@ -1,39 +1,11 @@
 """`cost_ledger`: every billable call, checked against the budget before it is made."""
 
-import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-
 import psycopg
 
-from tvdb_assets.lib.costs import Charge
+from tvdb_assets.lib.costs.budget import Budget, Spend
+from tvdb_assets.lib.costs.calls import CallContext
+from tvdb_assets.lib.costs.prices import Charge
 from tvdb_assets.lib.errors import BudgetExceeded
-
-
-@dataclass(frozen=True, slots=True)
-class Budget:
-    daily_usd: float
-    hourly_requests: int
-
-
-@dataclass(frozen=True, slots=True)
-class Spend:
-    today_usd: float
-    last_hour_requests: int
-
-
-@dataclass
-class CallContext:
-    """Who a billable call is made for: written on its ledger row and its log lines."""
-
-    run_id: str | None = None
-    partition_keys: Sequence[str] = ()
-    correlation_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
-
-    def child(self, partition_keys: Sequence[str] | None = None) -> "CallContext":
-        """A context for one call within this one: same run, its own correlation id."""
-        keys = self.partition_keys if partition_keys is None else partition_keys
-        return CallContext(self.run_id, keys, f"{self.correlation_id}.{uuid.uuid4().hex[:6]}")
 
 
 def spend(conn: psycopg.Connection) -> Spend:
@@ -89,3 +61,13 @@ def settle(conn: psycopg.Connection, entry: int, actual: Charge) -> None:
 def release(conn: psycopg.Connection, entry: int) -> None:
     """The call failed and cost nothing: its reservation no longer counts."""
     conn.execute("UPDATE cost_ledger SET status = 'released', usd = 0 WHERE id = %s", (entry,))
+
+
+def billed_today(conn: psycopg.Connection) -> list[tuple[str, str, str, int, float]]:
+    """(service, model, unit, units, USD) billed since midnight UTC, per service and model."""
+    rows = conn.execute(
+        """SELECT service, model, unit, sum(units), sum(usd) FROM cost_ledger
+            WHERE status = 'billed' AND at >= date_trunc('day', now(), 'UTC')
+            GROUP BY service, model, unit ORDER BY service, model"""
+    ).fetchall()
+    return [(service, model, unit, int(n), float(usd)) for service, model, unit, n, usd in rows]

@@ -12,13 +12,14 @@ from pathlib import Path
 import pandas as pd
 import psycopg
 
-from tvdb_assets.lib import costs
 from tvdb_assets.lib.chunking import chunk_markdown
+from tvdb_assets.lib.costs import prices
+from tvdb_assets.lib.costs.budget import Budget
 from tvdb_assets.lib.errors import DocumentError
 from tvdb_assets.lib.ids import sha256_text
 from tvdb_assets.lib.parsing import LocalParser
-from tvdb_assets.lib.store import vectors
-from tvdb_assets.lib.store.ledger import Budget, spend
+from tvdb_assets.lib.store import documents, embedding_cache, parse_cache
+from tvdb_assets.lib.store.cost_ledger import spend
 
 LLAMAPARSE_PARSER = "llamaparse"
 
@@ -36,7 +37,7 @@ def estimate(
 ) -> tuple[pd.DataFrame, dict[str, float | int | str]]:
     """One row per document (path, status, pages, chunks, tokens, USD) and the totals."""
     parser = LocalParser()
-    known: dict[str, str] = dict(conn.execute("SELECT path, sha256 FROM documents").fetchall())
+    known = documents.hashes_by_path(conn)
     rows = []
     seen_texts: set[str] = set()
     for inbox_path, source in files:
@@ -51,14 +52,11 @@ def estimate(
             rows.append((inbox_path, f"fails: {exc.reason}", 0, 0, 0, 0, 0, 0.0, 0.0))
             continue
         pages = parsed.pages or 1
-        cached_parse = conn.execute(
-            "SELECT 1 FROM parse_cache WHERE sha256 = %s AND parser = %s",
-            (sha, LLAMAPARSE_PARSER),
-        ).fetchone()
+        cached_parse = parse_cache.has(conn, LLAMAPARSE_PARSER, sha)
         billed_pages = pages if plan.parse_with_service and not cached_parse else 0
         chunks = chunk_markdown(parsed.markdown, page_starts=parsed.page_starts)
         hashes = {sha256_text(c.text): c.tokens for c in chunks}
-        cached = vectors.cached(conn, plan.model, plan.dims, hashes) if hashes else {}
+        cached = embedding_cache.lookup(conn, plan.model, plan.dims, hashes) if hashes else {}
         new = {h: t for h, t in hashes.items() if h not in cached and h not in seen_texts}
         seen_texts.update(new)
         tokens = sum(new.values()) if plan.embed_with_service else 0
@@ -66,8 +64,8 @@ def estimate(
             inbox_path,
             "changed" if inbox_path in known else "new",
             pages, billed_pages, len(chunks), sum(hashes.values()), tokens,
-            costs.price("llamaparse", "default", billed_pages).usd,
-            costs.price("openai", plan.model, tokens).usd if tokens else 0.0,
+            prices.price("llamaparse", "default", billed_pages).usd,
+            prices.price("openai", plan.model, tokens).usd if tokens else 0.0,
         ))  # fmt: skip
     table = pd.DataFrame(
         rows,

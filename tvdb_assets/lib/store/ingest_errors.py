@@ -68,3 +68,13 @@ def open_errors(
         params = (list(partition_keys),)
     rows = conn.execute(query + " ORDER BY at, id", params).fetchall()
     return [IngestError(*row) for row in rows]
+
+
+def resolve_readable(conn: psycopg.Connection, still_refused: Sequence[str]) -> None:
+    """Close the read errors of inbox entries no longer refused (fixed, or gone), but for
+    the partition keys `still_refused`."""
+    conn.execute(
+        "UPDATE ingest_errors SET resolved_at = now() WHERE resolved_at IS NULL "
+        "AND stage = 'read' AND sha256 IS NULL AND NOT (partition_key = ANY(%s))",
+        (list(still_refused),),
+    )

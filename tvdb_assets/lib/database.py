@@ -89,7 +89,7 @@ def with_database(url: str, database: str, scheme: str | None = None) -> str:
 
 def database_url() -> str:
     """The pipeline's database: TVDB_DATABASE_URL, else the embedded server's `tvdb`."""
-    url = os.environ.get("TVDB_DATABASE_URL")
+    url = settings.database_url()
     if url:
         return url
     url = with_database(_embedded_server_uri(), PIPELINE_DATABASE)
@@ -99,7 +99,7 @@ def database_url() -> str:
 
 def location(url: str | None = None) -> str:
     """Where a database is, for messages: host (or socket directory), port and name only."""
-    parts = urlsplit(url or os.environ.get("TVDB_DATABASE_URL") or "")
+    parts = urlsplit(url or settings.database_url() or "")
     host = parts.hostname or parse_qs(parts.query).get("host", ["localhost"])[0]
     port = f":{parts.port}" if parts.port else ""
     return f"{host}{port}/{parts.path.lstrip('/')}"
@@ -112,7 +112,7 @@ def dagster_storage_url() -> str:
     SQLAlchemy >= 2.1 would pick it for a bare `postgresql://` URL and dagster-postgres
     breaks.
     """
-    url = os.environ.get("TVDB_DAGSTER_PG_URL")
+    url = settings.dagster_storage_url()
     if url:
         return url
     return with_database(database_url(), DAGSTER_DATABASE, scheme="postgresql+psycopg2")

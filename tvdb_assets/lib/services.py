@@ -11,11 +11,16 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import psycopg
+
 from tvdb_assets.lib.costs.calls import CallContext
 from tvdb_assets.lib.costs.ledger import Ledger
 from tvdb_assets.lib.costs.prices import Charge
+from tvdb_assets.lib.embedding import Embedder
 from tvdb_assets.lib.errors import ServiceError
+from tvdb_assets.lib.parsing import Parser
 from tvdb_assets.lib.resilience import CircuitBreaker, RateLimiter
+from tvdb_assets.lib.store import service_health
 
 T = TypeVar("T")
 
@@ -100,3 +105,17 @@ class ServiceClient:
         """Close the ledger's connection (it reopens if the client is used again)."""
         if self.ledger is not None:
             self.ledger.close()
+
+
+def save_circuit(
+    conn: psycopg.Connection, client: Parser | Embedder
+) -> dict[str, str | int | float]:
+    """The circuit state of the service a client calls, saved for `tvdb status` and the
+    health check, and returned; empty for a client that calls none."""
+    breaker = client.circuit()
+    if breaker is None:
+        return {}
+    snapshot = breaker.snapshot()
+    service_health.save(conn, snapshot)
+    conn.commit()
+    return snapshot

@@ -13,6 +13,16 @@ def home_dir() -> Path:
     return Path(os.environ.get("TVDB_HOME", ".tvdb")).resolve()
 
 
+def database_url() -> str | None:
+    """TVDB_DATABASE_URL: the pipeline's Postgres; None: the embedded server."""
+    return os.environ.get("TVDB_DATABASE_URL") or None
+
+
+def dagster_storage_url() -> str | None:
+    """TVDB_DAGSTER_PG_URL: Dagster's storage; None: database `dagster` beside the pipeline's."""
+    return os.environ.get("TVDB_DAGSTER_PG_URL") or None
+
+
 def uploads_dir() -> Path:
     return Path(os.environ.get("TVDB_UPLOADS_DIR", "data/uploads")).resolve()
 

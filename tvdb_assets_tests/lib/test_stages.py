@@ -11,6 +11,7 @@ from tvdb_assets.lib import ahead, stages, store, workers
 from tvdb_assets.lib.embedding import MockEmbedder
 from tvdb_assets.lib.models import ParsedDocument
 from tvdb_assets.lib.parsing import LocalParser, Parser
+from tvdb_assets.lib.stages.chunk import _chunk_one as chunk_one
 from tvdb_assets.lib.store.inbox_files import InboxFile
 from tvdb_assets.lib.uploads import LocalInbox
 from tvdb_assets_tests.corpus import write_pdf
@@ -134,7 +135,7 @@ def test_the_next_batch_parsed_ahead_is_what_parsing_it_gives(inbox, tmp_path: P
     assert [(o.document, o.error) for o in outcomes[2:]] == expected[2:]
     assert outcomes[0].error is not None and outcomes[0].error.path == "broken.pdf"
     parsed = [o.document for o in outcomes if o.document]
-    assert stages.chunk_batch(settings, parsed) == [stages._chunk_one(settings, d) for d in parsed]
+    assert stages.chunk_batch(settings, parsed) == [chunk_one(settings, d) for d in parsed]
 
 
 def test_a_head_start_is_what_the_first_run_takes(inbox, tmp_path: Path) -> None:

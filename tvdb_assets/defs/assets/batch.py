@@ -6,12 +6,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
-import psycopg
 
 from tvdb_assets.defs.partitions import cached_partition_lookups
-from tvdb_assets.lib.embedding import Embedder
-from tvdb_assets.lib.parsing import Parser
-from tvdb_assets.lib.store import service_health
 from tvdb_assets.lib.store.ingest_errors import IngestError
 
 _pooled: set[int] = set()
@@ -72,14 +68,6 @@ class Timer:
         return round(time.perf_counter() - self.started, 3)
 
 
-def save_circuit(
-    conn: psycopg.Connection, client: Parser | Embedder
-) -> dict[str, str | int | float]:
-    """A real client's circuit state, saved for `tvdb status` and returned as metadata."""
-    breaker = client.circuit()
-    if breaker is None:
-        return {}
-    snapshot = breaker.snapshot()
-    service_health.save(conn, snapshot)
-    conn.commit()
+def circuit_metadata(snapshot: Mapping[str, str | int | float]) -> dict[str, str | int | float]:
+    """A client's circuit state (`services.save_circuit`) as batch metadata."""
     return {f"circuit_{k}": v for k, v in snapshot.items() if k != "service"}

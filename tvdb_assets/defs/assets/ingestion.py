@@ -1,16 +1,16 @@
 """Uploads become parsed markdown in `documents`."""
 
-from dataclasses import replace
 from typing import Any
 
 import dagster as dg
+import psycopg
 
 from tvdb_assets.defs.assets.batch import (
     Timer,
     batch_bookkeeping,
+    circuit_metadata,
     report_failed,
     report_ok,
-    save_circuit,
 )
 from tvdb_assets.defs.partitions import documents_partitions
 from tvdb_assets.defs.resources import (
@@ -19,10 +19,11 @@ from tvdb_assets.defs.resources import (
     PostgresResource,
     UploadsResource,
 )
-from tvdb_assets.lib import ahead, stages
+from tvdb_assets.lib import stages
 from tvdb_assets.lib.costs.calls import CallContext
-from tvdb_assets.lib.store import documents, inbox_files, ingest_errors
-from tvdb_assets.lib.store.ingest_errors import IngestError
+from tvdb_assets.lib.parsing import Parser
+from tvdb_assets.lib.store.documents import DocumentRow
+from tvdb_assets.lib.uploads import UploadStore
 
 PREVIEW_CHARS = 600
 
@@ -57,40 +58,14 @@ def parsed_documents(
     with batch_bookkeeping(context):
         timer = Timer()
         keys = context.partition_keys
-        with database.connect() as conn:
-            files = inbox_files.load(conn, keys)
-            unknown = [
-                IngestError(key, key, "read", "not in the inbox registry (was the upload deleted?)")
-                for key in keys
-                if key not in files
-            ]
-            call = CallContext(context.run.run_id, keys)
-            context.log.info(f"[{call.correlation_id}] parsing {len(keys)} document(s)")
-            uploads_client = upload_store.client()
-            with parser.client(call) as client:
-                outcomes = stages.parse_batch(
-                    uploads_client, client, [files[k] for k in keys if k in files], conn
-                )
-                parsed = [o.document for o in outcomes if o.document is not None]
-                errors = [
-                    replace(e, run_id=context.run.run_id)
-                    for e in unknown + [o.error for o in outcomes if o.error is not None]
-                ]
-                with conn.transaction():
-                    documents.replace(conn, parsed, context.run.run_id)
-                    ingest_errors.resolve(
-                        conn, [d.partition_key for d in parsed], ("read", "parse")
-                    )
-                    ingest_errors.record(conn, errors)
-                coming = ahead.next_batch()
-                following = inbox_files.load(conn, coming) if coming else {}
-                next_files = [following[k] for k in coming if k in following]
-                _work_ahead(
-                    context, embedder, parsed, stages.NextBatch(uploads_client, client, next_files)
-                )
-                circuit = save_circuit(conn, client)
+        call = CallContext(context.run.run_id, keys)
+        context.log.info(f"[{call.correlation_id}] parsing {len(keys)} document(s)")
+        uploads_client = upload_store.client()
+        with database.connect() as conn, parser.client(call) as client:
+            report = stages.parse_documents(conn, uploads_client, client, keys, context.run.run_id)
+            _work_ahead(context, embedder, conn, report.parsed, uploads_client, client)
 
-        for outcome in outcomes:
+        for outcome in report.outcomes:
             if outcome.document is None:
                 continue
             doc = outcome.document
@@ -110,19 +85,20 @@ def parsed_documents(
                     "preview": dg.MetadataValue.md(doc.markdown[:PREVIEW_CHARS]),
                 },
             )
-        for error in errors:
+        for error in report.errors:
             report_failed(context, error)
+        parsed = report.parsed
         return dg.MaterializeResult(
             metadata={
                 "batch_documents": len(keys),
                 "batch_parsed": len(parsed),
-                "batch_failed": len(errors),
+                "batch_failed": len(report.errors),
                 "batch_bytes": sum(d.bytes for d in parsed),
-                "batch_from_parse_cache": sum(1 for o in outcomes if o.cached),
+                "batch_from_parse_cache": sum(1 for o in report.outcomes if o.cached),
                 "batch_fallbacks": sum(1 for d in parsed if d.fallback),
                 "batch_seconds": timer.seconds,
                 "correlation_id": call.correlation_id,
-                **circuit,
+                **circuit_metadata(report.circuit),
             }
         )
 
@@ -130,8 +106,10 @@ def parsed_documents(
 def _work_ahead(
     context: dg.AssetExecutionContext,
     embedder: EmbedderResource,
-    parsed: list,
-    following: stages.NextBatch,
+    conn: psycopg.Connection,
+    parsed: list[DocumentRow],
+    uploads: UploadStore,
+    parser: Parser,
 ) -> None:
     """Have the workers chunk (and, in mock mode, embed) what this run stores next, then
     parse what the next run of the same ingest will, while this process writes documents
@@ -146,4 +124,4 @@ def _work_ahead(
     )
     embeds = not selected or dg.AssetKey("embeddings") in selected
     mock_dims = embedder.dims if embeds and embedder.mode == "mock" else None
-    stages.work_ahead(parsed, settings, mock_dims, following)
+    stages.after_parse(conn, parsed, uploads, parser, settings, mock_dims)

@@ -1,0 +1,124 @@
+"""Stage 2: documents cut into token-bounded chunks in `chunks`."""
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+
+import numpy as np
+import psycopg
+
+from tvdb_assets.lib import ahead, workers
+from tvdb_assets.lib.chunking import chunk_markdown
+from tvdb_assets.lib.embedding import MockEmbedder
+from tvdb_assets.lib.ids import chunk_id, sha256_text
+from tvdb_assets.lib.store import chunks as chunk_store
+from tvdb_assets.lib.store import documents, ingest_errors
+from tvdb_assets.lib.store.chunks import ChunkRow
+from tvdb_assets.lib.store.documents import DocumentRow
+
+
+@dataclass
+class ChunkReport:
+    """What `chunk_documents` did: each chunked document's rows, the documents skipped
+    and why, and the rows added and removed."""
+
+    chunked: dict[str, list[ChunkRow]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    added: int = 0
+    removed: int = 0
+
+
+def chunk_documents(
+    conn: psycopg.Connection, settings: "ChunkSettings", partition_keys: Sequence[str]
+) -> ChunkReport:
+    """Chunk these partitions' documents and store the chunks (replacing a document's
+    older ones, keeping unchanged rows) in one transaction. A document that failed
+    upstream, or has no parsed row, is skipped and said so."""
+    skipped = failed_upstream(conn, partition_keys)
+    docs = list(documents.load(conn, [k for k in partition_keys if k not in skipped]))
+    loaded = {d.partition_key for d in docs}
+    skipped |= {
+        k: "no parsed document" for k in partition_keys if k not in skipped and k not in loaded
+    }
+    per_doc = chunk_batch(settings, docs)
+    rows = [row for doc_rows in per_doc for row in doc_rows]
+    with conn.transaction():
+        added, removed = chunk_store.replace(conn, [d.partition_key for d in docs], rows)
+        documents.mark_chunked(conn, docs)
+    chunked = {d.partition_key: r for d, r in zip(docs, per_doc, strict=True)}
+    return ChunkReport(chunked, skipped, added, removed)
+
+
+def failed_upstream(conn: psycopg.Connection, partition_keys: Sequence[str]) -> dict[str, str]:
+    """Of these documents, those with an open error: partition key -> what failed."""
+    return {
+        e.partition_key: f"{e.stage} failed: {e.reason}"
+        for e in ingest_errors.open_errors(conn, partition_keys)
+        if e.partition_key
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkSettings:
+    max_tokens: int = 512
+    overlap_tokens: int = 64
+
+
+def _chunk_one(settings: ChunkSettings, document: DocumentRow) -> list[ChunkRow]:
+    pieces = chunk_markdown(
+        document.markdown,
+        page_starts=document.page_starts,
+        max_tokens=settings.max_tokens,
+        overlap_tokens=settings.overlap_tokens,
+    )
+    rows = []
+    for piece in pieces:
+        text_hash = sha256_text(piece.text)
+        rows.append(
+            ChunkRow(
+                chunk_id(document.partition_key, piece.ord, text_hash),
+                document.partition_key,
+                piece.ord,
+                piece.heading_path,
+                piece.text,
+                text_hash,
+                piece.tokens,
+                piece.page_start,
+                piece.page_end,
+            )  # fmt: skip
+        )
+    return rows
+
+
+def chunk_batch(settings: ChunkSettings, documents: Sequence[DocumentRow]) -> list[list[ChunkRow]]:
+    """Chunk each document (in document order), spread over processes for large batches;
+    what `work_ahead` already cut from the same markdown with these settings is taken."""
+    made = ahead.take(("prepared", settings), [d.partition_key for d in documents])
+    ready = {}
+    for document in documents:
+        found = made.get(document.partition_key)
+        if found is not None and found[0] == _content_key(document):
+            ready[document.partition_key] = found
+    rest = [d for d in documents if d.partition_key not in ready]
+    computed = iter(workers.map_in_order(partial(_chunk_one, settings), rest))
+    out: list[list[ChunkRow]] = []
+    vectors: dict[Hashable, np.ndarray] = {}
+    for document in documents:
+        if document.partition_key not in ready:
+            out.append(next(computed))
+            continue
+        _, rows, prepared = ready[document.partition_key]
+        out.append(rows)
+        if prepared is not None:
+            vectors |= {(r.id, r.text_sha256): v for r, v in zip(rows, prepared, strict=True)}
+    if vectors:
+        ahead.keep(("vectors", MockEmbedder.model, _dims(vectors)), vectors)
+    return out
+
+
+def _content_key(document: DocumentRow) -> tuple[str, str]:
+    return document.partition_key, sha256_text(document.markdown)
+
+
+def _dims(vectors: dict[Hashable, np.ndarray]) -> int:
+    return len(next(iter(vectors.values())))

@@ -1,0 +1,208 @@
+"""Stage 1: uploads parsed to markdown in `documents`, one error row per file that fails."""
+
+import hashlib
+import time
+from collections.abc import Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from functools import partial
+
+import psycopg
+
+from tvdb_assets.lib import ahead, services, settings, workers
+from tvdb_assets.lib.errors import BudgetExceeded, DocumentError, ServiceError
+from tvdb_assets.lib.models import ParsedDocument
+from tvdb_assets.lib.parsing import Parser
+from tvdb_assets.lib.parsing.base import char_limit, storable
+from tvdb_assets.lib.parsing.detect import Kind, detect_kind
+from tvdb_assets.lib.store import documents, inbox_files, ingest_errors, parse_cache
+from tvdb_assets.lib.store.documents import DocumentRow
+from tvdb_assets.lib.store.inbox_files import InboxFile
+from tvdb_assets.lib.store.ingest_errors import IngestError
+from tvdb_assets.lib.uploads import UploadStore
+
+
+@dataclass
+class ParseReport:
+    """What `parse_documents` did: an outcome per registered file, every error recorded
+    (unregistered partitions too), and the parser's circuit as saved."""
+
+    outcomes: list["ParseOutcome"]
+    errors: list[IngestError]
+    circuit: dict[str, str | int | float]
+
+    @property
+    def parsed(self) -> list[DocumentRow]:
+        return [o.document for o in self.outcomes if o.document is not None]
+
+
+def parse_documents(
+    conn: psycopg.Connection,
+    uploads: UploadStore,
+    parser: Parser,
+    partition_keys: Sequence[str],
+    run_id: str | None,
+) -> ParseReport:
+    """Parse these partitions' uploads and store the documents: rows replaced, their read
+    and parse errors resolved and new ones recorded, in one transaction."""
+    files = inbox_files.load(conn, partition_keys)
+    unknown = [
+        IngestError(
+            key, key, "read", "not in the inbox registry (was the upload deleted?)", run_id=run_id
+        )
+        for key in partition_keys
+        if key not in files
+    ]
+    outcomes = parse_batch(uploads, parser, [files[k] for k in partition_keys if k in files], conn)
+    parsed = [o.document for o in outcomes if o.document is not None]
+    errors = unknown + [replace(o.error, run_id=run_id) for o in outcomes if o.error is not None]
+    with conn.transaction():
+        documents.replace(conn, parsed, run_id)
+        ingest_errors.resolve(conn, [d.partition_key for d in parsed], ("read", "parse"))
+        ingest_errors.record(conn, errors)
+    return ParseReport(outcomes, errors, services.save_circuit(conn, parser))
+
+
+@dataclass(frozen=True, slots=True)
+class ParseOutcome:
+    file: InboxFile
+    document: DocumentRow | None
+    error: IngestError | None
+    seconds: float
+    cached: bool = False
+
+
+def _parse_one(
+    uploads: UploadStore, parser: Parser, file: InboxFile, cached: ParsedDocument | None = None
+) -> ParseOutcome:
+    started = time.perf_counter()
+    try:
+        data = uploads.read(file.path)
+    except OSError as exc:
+        error = IngestError(
+            file.partition_key,
+            file.shown,
+            "read",
+            f"cannot read upload ({exc.strerror})",
+            file.sha256,
+        )
+        return ParseOutcome(file, None, error, time.perf_counter() - started)
+    # The hash of the bytes actually parsed: the upload may have changed since it was listed.
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        parsed = (
+            cached
+            if cached is not None and sha == file.sha256
+            else storable(parser.parse(file.shown, data))
+        )
+    except DocumentError as exc:
+        error = IngestError(file.partition_key, file.shown, exc.stage, exc.reason, file.sha256)
+        return ParseOutcome(file, None, error, time.perf_counter() - started)
+    except (ServiceError, BudgetExceeded) as exc:
+        # Real mode: the service could not parse it now; this document fails, not the batch.
+        error = IngestError(file.partition_key, file.shown, "parse", str(exc), file.sha256)
+        return ParseOutcome(file, None, error, time.perf_counter() - started)
+    if len(parsed.markdown) > char_limit(len(data)):
+        # Checked for every parser, the paid ones too: such text would cost a fortune to embed.
+        reason = (
+            f"text far larger than the file ({len(parsed.markdown):,} characters from "
+            f"{len(data):,} bytes): a compression bomb?"
+        )
+        error = IngestError(file.partition_key, file.shown, "parse", reason, file.sha256)
+        return ParseOutcome(file, None, error, time.perf_counter() - started)
+    document = DocumentRow(
+        file.partition_key, file.shown, sha, len(data), parsed.mime, parsed.parser,
+        parsed.pages, parsed.page_starts, parsed.markdown, parsed.fallback,
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    return ParseOutcome(file, document, None, seconds, cached=parsed is cached)
+
+
+def parse_batch(
+    uploads: UploadStore,
+    parser: Parser,
+    files: Sequence[InboxFile],
+    conn: psycopg.Connection | None = None,
+) -> list[ParseOutcome]:
+    """Parse every file; a bad one becomes an error outcome and never stops the others.
+
+    A parser that costs money (`cacheable`) is asked only for content it has not parsed
+    before (any file, any name), several documents at a time (`concurrency`), and what it
+    returns is cached; local parsing is CPU-bound and spreads over processes instead.
+    """
+    if parser.runs_locally:
+        return _parse_locally(uploads, parser, files)
+    if not parser.cacheable or conn is None:
+        return [_parse_one(uploads, parser, f) for f in files]
+
+    known = parse_cache.lookup(conn, parser.name, (f.sha256 for f in files))
+    outcomes: list[ParseOutcome | None] = [None] * len(files)
+    with ThreadPoolExecutor(max_workers=max(1, parser.concurrency)) as pool:
+        futures = {
+            pool.submit(_parse_one, uploads, parser, f, known.get(f.sha256)): i
+            for i, f in enumerate(files)
+        }
+        for future in as_completed(futures):
+            outcome = outcomes[futures[future]] = future.result()
+            doc = outcome.document
+            if doc is not None and not outcome.cached and not doc.fallback:
+                # Kept the moment it is paid for: whatever fails later, no one pays twice.
+                parse_cache.save(conn, [(doc.sha256, _as_parsed(doc))])
+                conn.commit()
+    return [o for o in outcomes if o is not None]
+
+
+def _parse_locally(
+    uploads: UploadStore, parser: Parser, files: Sequence[InboxFile]
+) -> list[ParseOutcome]:
+    """Parse on this machine, or take what the previous run parsed ahead (`work_ahead`)
+    from exactly these files."""
+    made = ahead.take(_parsed(parser), [f.partition_key for f in files])
+    ready = {
+        f.partition_key: made[f.partition_key]
+        for f in files
+        if f.partition_key in made and made[f.partition_key].file == f
+    }
+    rest = [f for f in files if f.partition_key not in ready]
+    computed = iter(_parse_here(uploads, parser, rest))
+    return [ready.get(f.partition_key) or next(computed) for f in files]
+
+
+def _parse_here(
+    uploads: UploadStore, parser: Parser, files: Sequence[InboxFile]
+) -> list[ParseOutcome]:
+    """A batch with any PDF or HTML, whose cost is not bounded by their size, goes through
+    guarded workers: each document within a time and memory limit. Text and markdown alone
+    need no guard and go as before (the pool if it pays)."""
+    work = partial(_parse_one, uploads, parser)
+    if not any(_risky(uploads, f) for f in files):
+        return workers.map_in_order(work, files)
+    limits = workers.Limits(settings.parse_seconds(), settings.parse_memory_mb())
+    outcomes = []
+    for file, result in zip(files, workers.map_guarded(work, files, limits), strict=True):
+        if isinstance(result, workers.Exceeded):
+            reason = result.reason
+            if result.limit:
+                detail = f"; {result.detail}" if result.detail else ""
+                reason += f" to parse (limits: TVDB_PARSE_TIMEOUT_S, _MEMORY_MB{detail})"
+            error = IngestError(file.partition_key, file.shown, "parse", reason, file.sha256)
+            result = ParseOutcome(file, None, error, 0.0)
+        outcomes.append(result)
+    return outcomes
+
+
+def _parsed(parser: Parser) -> Hashable:
+    """Where parse results made ahead wait: per parser settings."""
+    return ("parsed", parser.settings)
+
+
+def _risky(uploads: UploadStore, file: InboxFile) -> bool:
+    try:
+        kind = detect_kind(file.shown, uploads.head(file.path))
+    except (DocumentError, OSError):
+        return False  # fails at once in `_parse_one`, with its reason
+    return kind in (Kind.PDF, Kind.HTML)
+
+
+def _as_parsed(row: DocumentRow) -> ParsedDocument:
+    return ParsedDocument(row.markdown, row.parser, row.mime, row.pages, row.page_starts)

@@ -60,7 +60,7 @@ def call_with_retries(
     def wait(state: RetryCallState) -> float:
         exc = _last_error(state)
         backoff = uniform(0.0, min(max_delay, base_delay * 2 ** (state.attempt_number - 1)))
-        retry_after = getattr(exc, "retry_after", None)
+        retry_after = _retry_after(exc)
         if retry_after is not None and retry_after > 0:
             return max(float(retry_after), backoff)
         return backoff
@@ -87,8 +87,12 @@ class _RetryAfterAbove(stop_base):
         self.limit = limit
 
     def __call__(self, retry_state: RetryCallState) -> bool:
-        retry_after = getattr(_last_error(retry_state), "retry_after", None)
+        retry_after = _retry_after(_last_error(retry_state))
         return retry_after is not None and retry_after > self.limit
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    return exc.retry_after if isinstance(exc, ServiceError) else None
 
 
 def _last_error(state: RetryCallState) -> BaseException:

@@ -11,7 +11,7 @@ from tvdb_assets.lib import ahead, stages, store, workers
 from tvdb_assets.lib.embedding import MockEmbedder
 from tvdb_assets.lib.models import ParsedDocument
 from tvdb_assets.lib.parsing import LocalParser, Parser
-from tvdb_assets.lib.stages.chunk import _chunk_one as chunk_one
+from tvdb_assets.lib.stages.chunk import chunk_one
 from tvdb_assets.lib.store.inbox_files import InboxFile
 from tvdb_assets.lib.uploads import LocalInbox
 from tvdb_assets_tests.corpus import write_pdf

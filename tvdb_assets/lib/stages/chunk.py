@@ -64,7 +64,7 @@ class ChunkSettings:
     overlap_tokens: int = 64
 
 
-def _chunk_one(settings: ChunkSettings, document: DocumentRow) -> list[ChunkRow]:
+def chunk_one(settings: ChunkSettings, document: DocumentRow) -> list[ChunkRow]:
     pieces = chunk_markdown(
         document.markdown,
         page_starts=document.page_starts,
@@ -97,10 +97,10 @@ def chunk_batch(settings: ChunkSettings, documents: Sequence[DocumentRow]) -> li
     ready = {}
     for document in documents:
         found = made.get(document.partition_key)
-        if found is not None and found[0] == _content_key(document):
+        if found is not None and found[0] == content_key(document):
             ready[document.partition_key] = found
     rest = [d for d in documents if d.partition_key not in ready]
-    computed = iter(workers.map_in_order(partial(_chunk_one, settings), rest))
+    computed = iter(workers.map_in_order(partial(chunk_one, settings), rest))
     out: list[list[ChunkRow]] = []
     vectors: dict[Hashable, np.ndarray] = {}
     for document in documents:
@@ -116,7 +116,7 @@ def chunk_batch(settings: ChunkSettings, documents: Sequence[DocumentRow]) -> li
     return out
 
 
-def _content_key(document: DocumentRow) -> tuple[str, str]:
+def content_key(document: DocumentRow) -> tuple[str, str]:
     return document.partition_key, sha256_text(document.markdown)
 
 

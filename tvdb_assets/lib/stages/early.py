@@ -12,8 +12,8 @@ import psycopg
 from tvdb_assets.lib import ahead, clients, workers
 from tvdb_assets.lib.embedding import MockEmbedder
 from tvdb_assets.lib.parsing import Parser
-from tvdb_assets.lib.stages.chunk import ChunkSettings, _chunk_one, _content_key
-from tvdb_assets.lib.stages.parse import _parse_here, _parsed
+from tvdb_assets.lib.stages.chunk import ChunkSettings, chunk_one, content_key
+from tvdb_assets.lib.stages.parse import parse_here, parsed_key
 from tvdb_assets.lib.store import inbox_files
 from tvdb_assets.lib.store.chunks import ChunkRow
 from tvdb_assets.lib.store.documents import DocumentRow
@@ -89,7 +89,7 @@ def work_ahead(
     now = set(job.claim(prepared, [d.partition_key for d in documents]))
     now_docs = [d for d in documents if d.partition_key in now]
     if following is not None and files:
-        parse = set(job.claim(_parsed(following.parser), [f.partition_key for f in files]))
+        parse = set(job.claim(parsed_key(following.parser), [f.partition_key for f in files]))
         files = [f for f in files if f.partition_key in parse]
     chunk_next = set(job.claim(prepared, [f.partition_key for f in files]))
 
@@ -97,8 +97,8 @@ def work_ahead(
         _prepare(job, settings, mock_dims, now_docs)
         if not files or following is None:
             return
-        outcomes = _parse_here(following.uploads, following.parser, files)
-        job.publish(_parsed(following.parser), {o.file.partition_key: o for o in outcomes})
+        outcomes = parse_here(following.uploads, following.parser, files)
+        job.publish(parsed_key(following.parser), {o.file.partition_key: o for o in outcomes})
         parsed = [o.document for o in outcomes if o.document is not None]
         _prepare(job, settings, mock_dims, [d for d in parsed if d.partition_key in chunk_next])
 
@@ -129,11 +129,11 @@ def _prepare_one(
     settings: ChunkSettings, item: tuple[DocumentRow, int | None]
 ) -> tuple[tuple[str, str], list[ChunkRow], np.ndarray | None]:
     document, mock_dims = item
-    rows = _chunk_one(settings, document)
+    rows = chunk_one(settings, document)
     if mock_dims is None or not rows:
-        return _content_key(document), rows, None
+        return content_key(document), rows, None
     vectors = MockEmbedder(mock_dims).embed([r.text for r in rows], [r.tokens for r in rows])
-    return _content_key(document), rows, vectors
+    return content_key(document), rows, vectors
 
 
 def after_parse(

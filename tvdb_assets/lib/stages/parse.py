@@ -157,18 +157,18 @@ def _parse_locally(
 ) -> list[ParseOutcome]:
     """Parse on this machine, or take what the previous run parsed ahead (`work_ahead`)
     from exactly these files."""
-    made = ahead.take(_parsed(parser), [f.partition_key for f in files])
+    made = ahead.take(parsed_key(parser), [f.partition_key for f in files])
     ready = {
         f.partition_key: made[f.partition_key]
         for f in files
         if f.partition_key in made and made[f.partition_key].file == f
     }
     rest = [f for f in files if f.partition_key not in ready]
-    computed = iter(_parse_here(uploads, parser, rest))
+    computed = iter(parse_here(uploads, parser, rest))
     return [ready.get(f.partition_key) or next(computed) for f in files]
 
 
-def _parse_here(
+def parse_here(
     uploads: UploadStore, parser: Parser, files: Sequence[InboxFile]
 ) -> list[ParseOutcome]:
     """A batch with any PDF or HTML, whose cost is not bounded by their size, goes through
@@ -191,7 +191,7 @@ def _parse_here(
     return outcomes
 
 
-def _parsed(parser: Parser) -> Hashable:
+def parsed_key(parser: Parser) -> Hashable:
     """Where parse results made ahead wait: per parser settings."""
     return ("parsed", parser.settings)
 

@@ -95,6 +95,18 @@ def test_run_config_switches_mock_real_and_hybrid(
         ).fetchall()
     assert {(r[2], r[3], r[4]) for r in rows if r[0]} == {(MODEL, False, 1536)}
     assert {(r[2], r[3], r[4]) for r in rows if r[1]} == {("mock-feature-hash-2", True, 1536)}
+    # Flagged stand-ins are what hybrid mode promises, not vectors of another model.
+    passed, metadata = check_evaluation(instance, hybrid.runs[0], "every_chunk_has_one_vector")
+    assert passed and metadata["vectors_of_another_model"] == 0
+    assert metadata["fallback_vectors"] == sum(1 for r in rows if r[1]) > 0
+
+
+def check_evaluation(instance, run_id: str, name: str) -> tuple[bool, dict[str, object]]:
+    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = record.dagster_event.asset_check_evaluation_data
+        if evaluation.check_name == name:
+            return evaluation.passed, {k: v.value for k, v in evaluation.metadata.items()}
+    raise AssertionError(f"{name} was not evaluated in run {run_id}")
 
 
 def test_requests_stay_within_the_api_limits(project, instance, openai_env, fake_openai, tmp_path):

@@ -264,6 +264,18 @@ def test_data_quality_checks_run_with_each_batch(project: Project, instance, tmp
     assert check_results(broken)["every_chunk_has_one_vector"] is False
     assert check_metadata(broken, "every_chunk_has_one_vector")["vectors_with_wrong_dims"] == 1
 
+    # So is a zero vector, which no query can ever find.
+    with project.connect() as conn:
+        conn.execute("DELETE FROM embeddings WHERE vector_dims(embedding) <> dims")
+        conn.execute(
+            "UPDATE embeddings SET embedding = array_fill(0::real, ARRAY[dims])::vector "
+            "WHERE chunk_id = (SELECT chunk_id FROM embeddings WHERE partition_key = %s LIMIT 1)",
+            (key,),
+        )
+    zero = job.execute_in_process(instance=instance, partition_key=key)
+    assert check_results(zero)["every_chunk_has_one_vector"] is False
+    assert check_metadata(zero, "every_chunk_has_one_vector")["zero_vectors"] == 1
+
 
 def test_the_hnsw_index_is_built_at_the_threshold_and_used_by_search(
     project: Project, instance, tmp_path, monkeypatch
@@ -299,11 +311,19 @@ def test_the_hnsw_index_is_built_at_the_threshold_and_used_by_search(
 
 
 @pytest.mark.parametrize(
-    ("spent", "expected"), [(3.0, (True, "WARN")), (4.2, (False, "WARN")), (5.0, (False, "ERROR"))]
+    ("spent", "warn_share", "expected"),
+    [
+        (3.0, None, (True, "WARN")),
+        (4.2, None, (False, "WARN")),
+        (5.0, None, (False, "ERROR")),
+        (3.0, "0.5", (False, "WARN")),
+    ],
 )
-def test_the_cost_check_warns_at_80_percent_and_fails_when_the_budget_is_used(
-    project: Project, instance, tmp_path, spent, expected
+def test_the_cost_check_warns_at_its_share_and_fails_when_the_budget_is_used(
+    project: Project, instance, tmp_path, monkeypatch, spent, warn_share, expected
 ):
+    if warn_share is not None:
+        monkeypatch.setenv("TVDB_BUDGET_WARN_SHARE", warn_share)
     source = tmp_path / "kb"
     write_corpus(source)
     ingest(source, instance)

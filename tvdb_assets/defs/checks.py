@@ -6,11 +6,11 @@ from tvdb_assets.defs.assets.indexing import embeddings
 from tvdb_assets.defs.assets.ingestion import parsed_documents
 from tvdb_assets.defs.partitions import DOCUMENTS, RANGE_END_TAG, RANGE_START_TAG
 from tvdb_assets.defs.resources import EmbedderResource, PostgresResource
+from tvdb_assets.lib import settings
 from tvdb_assets.lib.costs import budget
 from tvdb_assets.lib.store import cost_ledger, documents, service_health
 from tvdb_assets.lib.store import embeddings as embeddings_store
 
-WARN_AT = 0.8  # share of a budget at which the cost check warns
 PARTITION_TAG = "dagster/partition"
 
 
@@ -33,16 +33,20 @@ def _scope(keys: list[str] | None) -> str:
     return f"{len(keys)} document(s) of this run" if keys is not None else "all documents"
 
 
-@dg.asset_check(asset=embeddings, description="Every chunk has one vector of the model's dims.")
+@dg.asset_check(
+    asset=embeddings,
+    description="Every chunk of the run has one non-zero vector of the model's dims (in "
+    "hybrid mode, or the fallback's flagged stand-in).",
+)
 def every_chunk_has_one_vector(
     context: dg.AssetCheckExecutionContext, embedder: EmbedderResource, database: PostgresResource
 ) -> dg.AssetCheckResult:
-    with embedder.client() as client:  # its model and dims: the vectors expected
-        model, dims = client.model, client.dims
+    with embedder.client() as client:  # the vectors expected: its model, dims, stand-ins
+        model, dims, stand_in = client.model, client.dims, client.stand_in_model()
     keys = run_partition_keys(context)
     with database.connect() as conn:
-        found = embeddings_store.coverage(conn, keys, model, dims)
-    wrong = found.of_another_model + found.with_wrong_dims
+        found = embeddings_store.coverage(conn, keys, model, dims, stand_in)
+    wrong = found.of_another_model + found.with_wrong_dims + found.zero
     # Chunks the service refused are known and listed in ingest_errors: a warning. Any
     # other gap is an error.
     unexplained = max(0, found.without_vector - found.without_vector_known_why) + wrong
@@ -55,6 +59,8 @@ def every_chunk_has_one_vector(
             "chunks_without_vector_known_why": found.without_vector_known_why,
             "vectors_of_another_model": found.of_another_model,
             "vectors_with_wrong_dims": found.with_wrong_dims,
+            "zero_vectors": found.zero,
+            "fallback_vectors": found.fallbacks,
             "model": model,
             "dims": dims,
             "scope": _scope(keys),
@@ -85,7 +91,8 @@ data_quality_checks = [every_chunk_has_one_vector, documents_are_not_empty]
 @dg.asset_check(
     asset=embeddings,
     blocking=True,
-    description="Spend today against the daily budget: warns at 80%, fails when used up.",
+    description="Spend today against the daily budget: warns from TVDB_BUDGET_WARN_SHARE "
+    "(80% unless set), fails when used up.",
 )
 def cost_within_budget(database: PostgresResource) -> dg.AssetCheckResult:
     limits = budget.from_env()
@@ -95,7 +102,7 @@ def cost_within_budget(database: PostgresResource) -> dg.AssetCheckResult:
     requests_share = used.last_hour_requests / max(1, limits.hourly_requests)
     worst = max(share, requests_share)
     return dg.AssetCheckResult(
-        passed=worst < WARN_AT,
+        passed=worst < settings.budget_warn_share(),
         severity=dg.AssetCheckSeverity.ERROR if worst >= 1 else dg.AssetCheckSeverity.WARN,
         metadata={
             "spent_today_usd": round(used.today_usd, 6),

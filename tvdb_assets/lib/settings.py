@@ -54,6 +54,11 @@ def hourly_request_cap() -> int:
     return int(os.environ.get("TVDB_HOURLY_REQUEST_CAP", "100"))
 
 
+def budget_warn_share() -> float:
+    """Share of a budget used at which the cost check warns (TVDB_BUDGET_WARN_SHARE)."""
+    return float(os.environ.get("TVDB_BUDGET_WARN_SHARE", "0.8"))
+
+
 def parse_seconds() -> float:
     """Wall time one PDF or HTML document may take to parse locally."""
     return float(os.environ.get("TVDB_PARSE_TIMEOUT_S", "120"))

@@ -30,6 +30,9 @@ class HybridEmbedder(Embedder):
     def circuit(self) -> CircuitBreaker | None:
         return self.real.circuit()
 
+    def stand_in_model(self) -> str | None:
+        return self.local.model
+
     def close(self) -> None:
         self.real.close()
         self.local.close()

@@ -152,12 +152,19 @@ class Coverage:
     without_vector_known_why: int  # an open embed error in `ingest_errors` says why
     of_another_model: int
     with_wrong_dims: int
+    zero: int  # vectors of length 0: they match nothing (pgvector refuses NaN itself)
+    fallbacks: int  # flagged stand-ins of `fallback_model`, not counted as another model
 
 
 def coverage(
-    conn: psycopg.Connection, partition_keys: Sequence[str] | None, model: str, dims: int
+    conn: psycopg.Connection,
+    partition_keys: Sequence[str] | None,
+    model: str,
+    dims: int,
+    fallback_model: str | None = None,
 ) -> Coverage:
-    """Of these documents' chunks (or all), how many lack a vector of `model`."""
+    """Of these documents' chunks (or all), how many lack a good vector of `model`; a
+    hybrid embedder's flagged stand-ins of `fallback_model` are counted apart."""
     keys = None if partition_keys is None else list(partition_keys)
     known = conn.execute(
         """SELECT count(*) FROM chunks c
@@ -170,11 +177,15 @@ def coverage(
     row = conn.execute(
         """SELECT count(*),
                   count(*) FILTER (WHERE e.chunk_id IS NULL),
-                  count(*) FILTER (WHERE e.model <> %(model)s OR e.dims <> %(dims)s),
-                  count(*) FILTER (WHERE vector_dims(e.embedding) <> e.dims)
+                  count(*) FILTER (WHERE (e.model <> %(model)s OR e.dims <> %(dims)s)
+                                     AND NOT (e.fallback AND e.model = %(fallback)s)),
+                  count(*) FILTER (WHERE vector_dims(e.embedding) <> e.dims),
+                  count(*) FILTER (WHERE vector_norm(e.embedding) = 0),
+                  count(*) FILTER (WHERE e.fallback AND e.model = %(fallback)s)
              FROM chunks c LEFT JOIN embeddings e ON e.chunk_id = c.id
             WHERE (%(keys)s::text[] IS NULL OR c.partition_key = ANY(%(keys)s))""",
-        {"model": model, "dims": dims, "keys": keys},
+        {"model": model, "dims": dims, "keys": keys, "fallback": fallback_model},
     ).fetchone()
-    chunks, missing, other_model, wrong_dims = row or (0, 0, 0, 0)
-    return Coverage(chunks, missing, known[0] if known else 0, other_model, wrong_dims)
+    chunks, missing, other_model, wrong_dims, zero, fallbacks = row or (0,) * 6
+    known_why = known[0] if known else 0
+    return Coverage(chunks, missing, known_why, other_model, wrong_dims, zero, fallbacks)

@@ -79,6 +79,8 @@ def test_run_config_switches_mock_real_and_hybrid(
 
     real = ingest(openai_env, instance, write_docs(tmp_path / "b", 2), embedder_config("real"))
     assert real.errors == [] and len(fake_openai.successful_requests) == 1
+    healthy, seen = check_evaluation(instance, real.runs[0], "services_healthy")
+    assert healthy and seen["openai_failures"] == 0 and seen["openai_last_call_seconds"] > 0
 
     fake_openai.outage(503)
     hybrid = ingest(
@@ -220,6 +222,9 @@ def test_an_outage_opens_the_circuit_and_hybrid_falls_back(
         ).fetchone()
     assert flagged[0] == flagged[1] > 0
     assert health == ("open",)
+    healthy, seen = check_evaluation(instance, summary.runs[0], "services_healthy")
+    assert not healthy and seen["unhealthy"] == "openai: open"
+    assert "503" in str(seen["openai_last_error"]) and seen["openai_failures"] == 5
     assert failed == (5,)  # the real-mode documents failed per document, with a reason
 
 

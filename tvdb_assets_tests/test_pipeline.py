@@ -243,6 +243,8 @@ def test_data_quality_checks_run_with_each_batch(project: Project, instance, tmp
         "cost_within_budget": True,
         "services_healthy": True,
     }
+    skipped = check_metadata(healthy, "services_healthy")["skipped"]
+    assert skipped == "mock mode: no external service is called"
 
     # A check reads the documents of its run: others' missing vectors are theirs to report
     # (and would cost a scan of every vector on every batch).

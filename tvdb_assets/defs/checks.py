@@ -1,11 +1,13 @@
 """Checks run after each batch: data quality, the cost budget, the services' health."""
 
+from typing import Any
+
 import dagster as dg
 
 from tvdb_assets.defs.assets.indexing import embeddings
 from tvdb_assets.defs.assets.ingestion import parsed_documents
 from tvdb_assets.defs.partitions import DOCUMENTS, RANGE_END_TAG, RANGE_START_TAG
-from tvdb_assets.defs.resources import EmbedderResource, PostgresResource
+from tvdb_assets.defs.resources import EmbedderResource, ParserResource, PostgresResource
 from tvdb_assets.lib import settings
 from tvdb_assets.lib.costs import budget
 from tvdb_assets.lib.store import cost_ledger, documents, service_health
@@ -114,18 +116,39 @@ def cost_within_budget(database: PostgresResource) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(asset=embeddings, description="No external service has its circuit open.")
-def services_healthy(database: PostgresResource) -> dg.AssetCheckResult:
+@dg.asset_check(
+    asset=embeddings,
+    description="The services this run's modes call answered their last calls: fails while "
+    "a circuit is open or calls are failing; passes without a look in mock mode.",
+)
+def services_healthy(
+    parser: ParserResource, embedder: EmbedderResource, database: PostgresResource
+) -> dg.AssetCheckResult:
+    in_use = {
+        service
+        for service, mode in (("llamaparse", parser.mode), ("openai", embedder.mode))
+        if mode != "mock"
+    }
+    if not in_use:
+        return dg.AssetCheckResult(
+            passed=True, metadata={"skipped": "mock mode: no external service is called"}
+        )
     with database.connect() as conn:
-        services = service_health.load(conn)
-    unhealthy = [f"{h.service}: {h.state}" for h in services if h.state != "closed"]
+        services = [h for h in service_health.load(conn) if h.service in in_use]
+    failing = [h for h in services if h.state != "closed" or h.consecutive_failures]
+    circuit_open = any(h.state != "closed" for h in failing)
+    metadata: dict[str, Any] = {
+        "services": ", ".join(f"{h.service} {h.state}" for h in services) or "none called yet",
+        "unhealthy": ", ".join(f"{h.service}: {h.state}" for h in failing),
+    }
+    for h in services:
+        metadata[f"{h.service}_failures"] = h.consecutive_failures
+        metadata[f"{h.service}_last_call_seconds"] = h.last_call_seconds
+        metadata[f"{h.service}_last_error"] = h.last_error
     return dg.AssetCheckResult(
-        passed=not unhealthy,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "services": ", ".join(f"{h.service} {h.state}" for h in services) or "none called yet",
-            "unhealthy": ", ".join(unhealthy),
-        },  # fmt: skip
+        passed=not failing,
+        severity=dg.AssetCheckSeverity.ERROR if circuit_open else dg.AssetCheckSeverity.WARN,
+        metadata=metadata,
     )
 
 

@@ -73,6 +73,10 @@ class CircuitBreaker:
         self._opened_at: float | None = None  # None: closed
         # When the half-open trial call was let through; None: no trial in flight.
         self._trial_started: float | None = None
+        # The last guarded call's duration, and why the last failed one failed (until a
+        # call succeeds): what a health check shows.
+        self._last_seconds: float | None = None
+        self._last_error = ""
 
     @property
     def state(self) -> State:
@@ -139,11 +143,19 @@ class CircuitBreaker:
     def guard(self) -> Iterator[None]:
         """Check the breaker, run the block, record its outcome by `outcome_of`, re-raise."""
         self.before_call()
+        started = self._clock()
         try:
             yield
         except BaseException as exc:
-            self._record(outcome_of(exc))
+            outcome = outcome_of(exc)
+            with self._lock:
+                self._last_seconds = self._clock() - started
+                if outcome == "failure":
+                    self._last_error = str(exc)  # a ServiceError's text, redacted already
+            self._record(outcome)
             raise
+        with self._lock:
+            self._last_seconds, self._last_error = self._clock() - started, ""
         self.record_success()
 
     def snapshot(self) -> dict[str, str | int | float]:
@@ -156,6 +168,8 @@ class CircuitBreaker:
                 "state": state,
                 "consecutive_failures": self._failures,
                 "retry_in": round(self._retry_in(now), 3) if state == "open" else 0.0,
+                "last_call_seconds": round(self._last_seconds, 3) if self._last_seconds else 0.0,
+                "last_error": self._last_error,
             }
 
     def _record(self, outcome: Outcome) -> None:

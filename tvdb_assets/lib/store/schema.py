@@ -183,6 +183,14 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         ALTER TABLE inbox_files ADD CONSTRAINT inbox_files_raw_path_key UNIQUE (raw_path);
         """,
     ),
+    (
+        5,
+        """
+        -- What the health check shows of a service's last calls.
+        ALTER TABLE service_health ADD COLUMN last_call_seconds real NOT NULL DEFAULT 0;
+        ALTER TABLE service_health ADD COLUMN last_error text NOT NULL DEFAULT '';
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]

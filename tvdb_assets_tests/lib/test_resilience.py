@@ -188,6 +188,8 @@ def test_circuit_opens_after_exactly_five_consecutive_failures():
         "state": "open",
         "consecutive_failures": 5,
         "retry_in": 45.0,
+        "last_call_seconds": 0.0,  # the test's clock stands still during a call
+        "last_error": "openai: HTTP 503",
     }
 
 

@@ -278,6 +278,18 @@ def test_data_quality_checks_run_with_each_batch(project: Project, instance, tmp
     assert check_results(zero)["every_chunk_has_one_vector"] is False
     assert check_metadata(zero, "every_chunk_has_one_vector")["zero_vectors"] == 1
 
+    # A stored document left without text is named (the check alone: a run would parse
+    # the upload again).
+    with project.connect() as conn:
+        conn.execute("UPDATE documents SET markdown = ' ' WHERE partition_key = %s", (key,))
+    path = str(project.scalar("SELECT path FROM documents WHERE partition_key = %s", key))
+    check = dg.AssetCheckKey(dg.AssetKey("parsed_documents"), "documents_are_not_empty")
+    alone = job.get_subset(asset_selection=set(), asset_check_selection={check})
+    blank = alone.execute_in_process(instance=instance, partition_key=key)
+    assert check_results(blank) == {"documents_are_not_empty": False}
+    found = check_metadata(blank, "documents_are_not_empty")
+    assert (found["empty_documents"], found["examples"]) == (1, path)
+
 
 def test_the_hnsw_index_is_built_at_the_threshold_and_used_by_search(
     project: Project, instance, tmp_path, monkeypatch

@@ -4,7 +4,7 @@ import dagster as dg
 
 from tvdb_assets.defs.assets.indexing import chunks, embeddings
 from tvdb_assets.defs.assets.ingestion import parsed_documents, uploads
-from tvdb_assets.defs.checks import data_quality_checks, service_checks
+from tvdb_assets.defs.checks import batch_checks
 from tvdb_assets.defs.resources import default_resources
 from tvdb_assets.defs.sensors import inbox_sensor, ingest_job
 
@@ -13,7 +13,7 @@ def build_defs() -> dg.Definitions:
     """Resources read their defaults (modes, which keys exist) from the environment now."""
     return dg.Definitions(
         assets=[uploads, parsed_documents, chunks, embeddings],
-        asset_checks=[*data_quality_checks, *service_checks],
+        asset_checks=[batch_checks],
         jobs=[ingest_job],
         sensors=[inbox_sensor],
         resources=default_resources(),

@@ -34,7 +34,7 @@ def chunk_documents(
     """Chunk these partitions' documents and store the chunks (replacing a document's
     older ones, keeping unchanged rows) in one transaction. A document that failed
     upstream, or has no parsed row, is skipped and said so."""
-    skipped = failed_upstream(conn, partition_keys)
+    skipped = ingest_errors.failed(conn, partition_keys)
     docs = list(documents.load(conn, [k for k in partition_keys if k not in skipped]))
     loaded = {d.partition_key for d in docs}
     skipped |= {
@@ -47,15 +47,6 @@ def chunk_documents(
         documents.mark_chunked(conn, docs)
     chunked = {d.partition_key: r for d, r in zip(docs, per_doc, strict=True)}
     return ChunkReport(chunked, skipped, added, removed)
-
-
-def failed_upstream(conn: psycopg.Connection, partition_keys: Sequence[str]) -> dict[str, str]:
-    """Of these documents, those with an open error: partition key -> what failed."""
-    return {
-        e.partition_key: f"{e.stage} failed: {e.reason}"
-        for e in ingest_errors.open_errors(conn, partition_keys)
-        if e.partition_key
-    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,6 @@ import psycopg
 
 from tvdb_assets.lib import ahead, services
 from tvdb_assets.lib.embedding import Embedder
-from tvdb_assets.lib.stages.chunk import failed_upstream
 from tvdb_assets.lib.store import chunks as chunk_store
 from tvdb_assets.lib.store import documents, embedding_cache, embeddings, ingest_errors
 from tvdb_assets.lib.store.connection import lock_partitions
@@ -52,7 +51,7 @@ def embed_documents(
     """Give these documents' chunks their vectors and mark the documents indexed, in one
     transaction; chunks left without a vector are recorded, one error row per document.
     Documents that failed upstream are skipped and said so."""
-    skipped = failed_upstream(conn, partition_keys)
+    skipped = ingest_errors.failed(conn, partition_keys)
     keys = [k for k in partition_keys if k not in skipped]
     paths = documents.paths(conn, keys)
     with conn.transaction():

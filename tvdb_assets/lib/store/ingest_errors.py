@@ -78,3 +78,12 @@ def resolve_readable(conn: psycopg.Connection, still_refused: Sequence[str]) -> 
         "AND stage = 'read' AND sha256 IS NULL AND NOT (partition_key = ANY(%s))",
         (list(still_refused),),
     )
+
+
+def failed(conn: psycopg.Connection, partition_keys: Sequence[str]) -> dict[str, str]:
+    """Of these documents, those with an open error: partition key -> what failed."""
+    return {
+        e.partition_key: f"{e.stage} failed: {e.reason}"
+        for e in open_errors(conn, partition_keys)
+        if e.partition_key
+    }

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pgserver
 
-from bench import bare, corpus, hostile, ingest, pathological, peers, scale, tpm
+from bench import bare, corpus, hostile, ingest, pathological, peers, quiet, scale, tpm
 from bench.procs import MIB
 from bench.report import Record, emit, log, table
 from tvdb_assets import dagster_env
@@ -218,6 +218,12 @@ def big_file(run: ingest.Ingest, size: int) -> Record:
     }
 
 
+def _settle(root_uri: str) -> None:
+    waited = quiet.settle(root_uri)
+    if waited > 1:
+        log(f"waited {waited:g} s for the machine to be quiet")
+
+
 def _emit(record: Record) -> Record:
     return emit({**record, "load_avg_1m": round(os.getloadavg()[0], 2)})
 
@@ -232,28 +238,34 @@ def measure(work: Path) -> list[Record]:
     server = pgserver.get_server(work / "pg", cleanup_mode="delete")
     try:
         root_uri = str(server.get_uri("postgres"))
-        log("the limit: a bare loop of its own over the text corpus, then the PDFs")
+        log("the limit: a bare loop of its own over the text corpus")
         bare_url = database.with_database(root_uri, "bare")
         database.ensure_database(bare_url)
+        _settle(root_uri)
         limit = _emit(bare.text(built.root, bare_url))
-        bare_pdf = _emit(bare.pdf(built.root / "pdf", bare_url))
-        records += [limit, bare_pdf]
+        records.append(limit)
         peer_records = []
         for name in peers.PEERS:
             log(f"peer {name}: first ingest and unchanged re-ingest of the text corpus")
             url = database.with_database(root_uri, f"peer_{name}")
             database.ensure_database(url)
+            _settle(root_uri)
             peer_records.append(_emit(peers.run(name, built.root, url, work / "peers")))
         records += peer_records
         log("tvdb ingest of the text corpus against the same server, then unchanged")
         same_server = ingest.Server(root_uri, "ours_text")
+        _settle(root_uri)
         first = ingest.ingest(text_dirs, work / "cli", "first", same_server)
         before = ingest.counts(work / "cli", same_server)
         again = ingest.ingest(text_dirs, work / "cli", "again", same_server)
         ours = _emit(first_ingest(first, again))
         records += [ours, _emit(versus(ours, peer_records, limit))]
         records.append(_emit(reingest(again, before, ingest.counts(work / "cli", same_server))))
-        log("tvdb ingest of the PDFs against the same server")
+        log("the PDFs: a bare PDFium loop, then tvdb ingest, one after the other")
+        _settle(root_uri)
+        bare_pdf = _emit(bare.pdf(built.root / "pdf", bare_url))
+        records.append(bare_pdf)
+        _settle(root_uri)
         pdfs = ingest.ingest(
             [built.root / "pdf"], work / "cli-pdf", "pdf", ingest.Server(root_uri, "ours_pdf")
         )

@@ -71,18 +71,33 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if args.dry_run:
         return cmd_dry_run(args)
     from tvdb_assets import dagster_env
-    from tvdb_assets.lib import intake
+    from tvdb_assets.lib import intake, workers
 
     dagster_env.prepare()
-    taken = intake.take_in([Path(p) for p in args.paths])
+    # A file copied into the inbox is work to do: the workers' fork server boots (imports,
+    # the tokenizer) from then on, while the intake goes on and Dagster loads.
+    taken = intake.take_in([Path(p) for p in args.paths], on_copy=workers.start)
     if not taken.has_work:  # everything stored already: no run, no need to load Dagster at all
         return _report(intake.summarize(taken, [], []))
     if taken.wanted:
-        from tvdb_assets.lib import stages, workers
-
-        # The workers' fork server boots (imports, the tokenizer) while Dagster loads.
-        workers.start(preload=[stages.WORKER_PRELOAD])
+        workers.start()  # unless started already
+        _head_start(args, taken)
     return _report(_run(args, taken))
+
+
+def _head_start(args: argparse.Namespace, taken: "intake.Intake") -> None:
+    """While Dagster loads and creates the first run, the workers parse, chunk and embed
+    what that run will ask for: the first batch of the files taken in, in the order the
+    runner lays them out. Should another process claim some of them first, their results
+    go unused."""
+    from tvdb_assets.lib import clients, settings, stages
+
+    parser_mode, embedder_mode = _modes(args)
+    head_start = stages.HeadStart.for_ingest(
+        clients.ParserSettings(mode=parser_mode), clients.EmbedderSettings(mode=embedder_mode)
+    )
+    if head_start is not None:
+        head_start.begin(taken.wanted[: args.batch_size or settings.batch_size()])
 
 
 def _run(args: argparse.Namespace, taken: "intake.Intake") -> "intake.IngestSummary":
@@ -94,7 +109,6 @@ def _run(args: argparse.Namespace, taken: "intake.Intake") -> "intake.IngestSumm
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     from tvdb_assets import dagster_env, runner
     from tvdb_assets.definitions import defs
-    from tvdb_assets.lib import clients, stages
 
     parser_mode, embedder_mode = _modes(args)
     run_config = {
@@ -126,10 +140,6 @@ def _run(args: argparse.Namespace, taken: "intake.Intake") -> "intake.IngestSumm
             progress,
             run_config,
             notice=notice,
-            head_start=stages.HeadStart.for_ingest(
-                clients.ParserSettings(mode=parser_mode),
-                clients.EmbedderSettings(mode=embedder_mode),
-            ),
         )
 
 

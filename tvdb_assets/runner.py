@@ -19,8 +19,9 @@ import dagster as dg
 import psycopg
 
 from tvdb_assets.defs.partitions import DOCUMENTS, cached_partition_lookups, range_tags
+from tvdb_assets.defs.pools import ensure_pools
 from tvdb_assets.defs.runs import IN_FLIGHT, fail_orphaned_runs, in_flight_keys
-from tvdb_assets.lib import ahead, database, errors, settings, stages, store, sync, workers
+from tvdb_assets.lib import ahead, database, errors, settings, store, sync, workers
 from tvdb_assets.lib.intake import IngestSummary, Intake, summarize, take_in
 from tvdb_assets.lib.store import claims
 from tvdb_assets.lib.store.connection import lock_named
@@ -56,16 +57,17 @@ def run(
     run_config: dict | None = None,
     notice: Notice | None = None,
     poll_seconds: float = 1.0,
-    head_start: stages.HeadStart | None = None,
 ) -> IngestSummary:
     if intake.wanted:
         # The parse and chunk workers start (import, load the tokenizer) meanwhile.
-        workers.start(preload=[stages.WORKER_PRELOAD])
+        workers.start()
     # Autocommit: a claim or an owned run must be visible to others as soon as it is made.
     with _owner() as owner, store.connect(autocommit=True) as conn:
         fail_orphaned_runs(instance, conn)
+        if intake.wanted:
+            ensure_pools(instance)
         _retire(instance, conn, intake.changes.removed)
-        batches = Batches(instance, defs, conn, owner, run_config, batch_size, head_start)
+        batches = Batches(instance, defs, conn, owner, run_config, batch_size)
         interrupted = False
         try:
             batches.finish([f.partition_key for f in intake.wanted], progress, notice, poll_seconds)
@@ -107,10 +109,8 @@ class Batches:
         owner: claims.Owner,
         run_config: dict | None,
         batch_size: int | None,
-        head_start: stages.HeadStart | None = None,
     ) -> None:
         self.instance = instance
-        self.head_start = head_start
         self.job = defs.resolve_job_def("ingest")
         self.conn = conn
         self.owner = owner
@@ -144,11 +144,6 @@ class Batches:
             show(len(tried) + settled_elsewhere)
             if taken.mine:
                 batches = self._lay_out(taken.mine)
-                if self.head_start is not None:
-                    # Once: each later batch is parsed ahead by the run before it.
-                    files = {f.partition_key: f for f in taken.mine}
-                    self.head_start.begin([files[k] for k in batches[0]])
-                    self.head_start = None
                 for keys, following in zip(batches, [*batches[1:], []], strict=True):
                     # The run may parse the next batch ahead, while it stores its own.
                     ahead.set_next_batch(following)

@@ -79,6 +79,12 @@ def templates(pg_root: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[s
     return "tvdb_template", "dagster_template"
 
 
+@pytest.fixture
+def pipeline_url(pg_root: str, templates: tuple[str, str]) -> str:
+    """A fresh, migrated pipeline database of its own (no Dagster, no inbox)."""
+    return _create(pg_root, f"tvdb_p{next(_counter)}", templates[0])
+
+
 @dataclass
 class Project:
     """One test's view of the project: its databases, inbox and Dagster home."""

@@ -92,8 +92,6 @@ class EmbedderResource(ServiceResource):
     credentials: OpenAICredentials
     model: str = _EMBEDDER.model
     dims: int = _EMBEDDER.dims
-    requests_per_minute: int = _EMBEDDER.requests_per_minute
-    tokens_per_minute: int = _EMBEDDER.tokens_per_minute
 
     def settings(self) -> clients.EmbedderSettings:
         return _settings(clients.EmbedderSettings, self, self.credentials.api_key)
@@ -118,9 +116,11 @@ class UploadsResource(dg.ConfigurableResource):
 
 
 def _settings(kind: type[S], resource: dg.ConfigurableResource, api_key: str | None) -> S:
-    """The resource's config as the `lib` settings it stands for (the same field names)."""
+    """The resource's config as the `lib` settings it stands for (the same field names);
+    what a run's config does not hold (the deployment's rate limits) is the settings' own."""
     names = {f.name for f in dataclasses.fields(kind)} - {"api_key"}
-    return kind(api_key=api_key, **{name: getattr(resource, name) for name in names})
+    given = {name: getattr(resource, name) for name in names if hasattr(resource, name)}
+    return kind(api_key=api_key, **given)
 
 
 @contextmanager

@@ -9,6 +9,7 @@ import dagster as dg
 from tvdb_assets.defs.assets.indexing import chunks, embeddings
 from tvdb_assets.defs.assets.ingestion import parsed_documents
 from tvdb_assets.defs.partitions import DOCUMENTS, documents_partitions, range_tags
+from tvdb_assets.defs.pools import ensure_pools
 from tvdb_assets.defs.resources import PostgresResource, UploadsResource
 from tvdb_assets.defs.runs import INGEST_JOB, cooling_keys, fail_orphaned_runs, in_flight_keys
 from tvdb_assets.lib import settings, sync
@@ -122,6 +123,7 @@ def inbox_sensor(
             else "all stored"
         )
         return dg.SensorResult(cursor=settled.dump(), skip_reason=why)
+    ensure_pools(instance)  # before the runs it requests claim their first slot
     existing = instance.get_dynamic_partitions(DOCUMENTS)
     plan = sync.plan_partitions(existing, taken.mine, settings.batch_size(), changes.removed)
     partition_requests = apply_partition_plan(instance, plan)

@@ -59,8 +59,9 @@ class ParserSettings(ServiceSettings):
 class EmbedderSettings(ServiceSettings):
     model: str = "text-embedding-3-small"
     dims: int = 1536
-    requests_per_minute: int = 3_000
-    tokens_per_minute: int = 1_000_000
+    # The account's limits, from the deployment's environment: every run shares them.
+    requests_per_minute: int = field(default_factory=lambda: settings.openai_rate_limits()[0])
+    tokens_per_minute: int = field(default_factory=lambda: settings.openai_rate_limits()[1])
 
 
 def parser(config: ParserSettings, call: CallContext | None = None) -> Parser:

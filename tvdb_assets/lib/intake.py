@@ -6,7 +6,7 @@ Free of Dagster, so an ingest with nothing new to do finishes without loading it
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,11 +112,13 @@ def _file_problem(path: Path, source: Path) -> str | None:
     return None
 
 
-def copy_into_inbox(sources: Sequence[Path], inbox: Path) -> Targets:
+def copy_into_inbox(
+    sources: Sequence[Path], inbox: Path, on_copy: Callable[[], None] | None = None
+) -> Targets:
     """Copy the sources into the inbox; return what was taken and what was skipped.
 
     A file whose copy already has the same size and mtime is left alone, so re-ingesting an
-    unchanged corpus touches nothing.
+    unchanged corpus touches nothing. `on_copy` is called before the first file is copied.
     """
     targets = inbox_targets(sources, inbox)
     for src, dest in targets.pairs:
@@ -125,6 +127,9 @@ def copy_into_inbox(sources: Sequence[Path], inbox: Path) -> Targets:
             existing = dest.stat()
             if (existing.st_size, existing.st_mtime_ns) == (stat.st_size, stat.st_mtime_ns):
                 continue
+        if on_copy is not None:
+            on_copy()
+            on_copy = None
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dest)
     return targets
@@ -151,11 +156,11 @@ class Intake:
         return bool(self.wanted or self.changes.removed or self.orphaned_runs)
 
 
-def take_in(sources: Sequence[Path]) -> Intake:
+def take_in(sources: Sequence[Path], on_copy: Callable[[], None] | None = None) -> Intake:
     started = time.perf_counter()
     inbox = settings.uploads_dir()
     inbox.mkdir(parents=True, exist_ok=True)
-    targets = copy_into_inbox(sources, inbox)
+    targets = copy_into_inbox(sources, inbox, on_copy)
     ours = {dest.relative_to(inbox).as_posix() for _, dest in targets.pairs}
     uploads = LocalInbox(inbox)
     with store.connect() as conn:

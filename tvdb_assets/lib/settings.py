@@ -54,6 +54,14 @@ def hourly_request_cap() -> int:
     return int(os.environ.get("TVDB_HOURLY_REQUEST_CAP", "100"))
 
 
+def openai_rate_limits() -> tuple[int, int]:
+    """The OpenAI account's requests and tokens per minute (TVDB_OPENAI_RPM, _TPM): one
+    limit for the whole deployment, whose runs share one window (`lib.services`)."""
+    rpm = int(os.environ.get("TVDB_OPENAI_RPM", "3000"))
+    tpm = int(os.environ.get("TVDB_OPENAI_TPM", "1000000"))
+    return rpm, tpm
+
+
 def budget_warn_share() -> float:
     """Share of a budget used at which the cost check warns (TVDB_BUDGET_WARN_SHARE)."""
     return float(os.environ.get("TVDB_BUDGET_WARN_SHARE", "0.8"))

@@ -77,7 +77,12 @@ def map_in_order(function: Callable[[T], R], items: Sequence[T]) -> list[R]:
     return results  # type: ignore[return-value]  # no Exceeded left
 
 
-def start(preload: Sequence[str] = ()) -> None:
+# What the fork server imports before it forks a worker: the pipeline's stages and the
+# tokenizer with its token lengths, loaded once for every worker.
+PIPELINE_PRELOAD = ("tvdb_assets.lib.worker_preload",)
+
+
+def start(preload: Sequence[str] = PIPELINE_PRELOAD) -> None:
     """Start the pool in the background, its fork server importing the `preload` modules
     (which may warm caches as they load): the workers' start-up overlaps the caller's work,
     and the first map waits for what is left of it. Once started, starting again does

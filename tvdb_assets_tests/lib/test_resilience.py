@@ -6,6 +6,7 @@ from email.utils import format_datetime
 
 import pytest
 
+from tvdb_assets.lib import services
 from tvdb_assets.lib.errors import BudgetExceeded, CircuitOpenError, ServiceError
 from tvdb_assets.lib.resilience import (
     CircuitBreaker,
@@ -38,6 +39,46 @@ def retryable(status: int = 503, retry_after: float | None = None) -> ServiceErr
     )
 
 
+# Each guard is tested twice: as the in-process one, and as the one every process of a
+# deployment shares through Postgres (same clock, so the same answers).
+
+
+@pytest.fixture(params=["in_process", "shared"])
+def limiter_of(request):
+    """`limiter_of(rpm, tpm, clock=..., sleep=...)`: a fresh limiter of either kind."""
+    if request.param == "in_process":
+        yield RateLimiter
+        return
+    url = request.getfixturevalue("pipeline_url")
+    made = []
+
+    def make(rpm, tpm, **kwargs):
+        made.append(services.SharedRateLimiter(f"svc{len(made)}", rpm, tpm, url=url, **kwargs))
+        return made[-1]
+
+    yield make
+    for limiter in made:
+        limiter.close()
+
+
+@pytest.fixture(params=["in_process", "shared"])
+def breaker_of(request):
+    """`breaker_of(service, threshold, reset, clock=...)`: a fresh breaker of either kind."""
+    if request.param == "in_process":
+        yield CircuitBreaker
+        return
+    url = request.getfixturevalue("pipeline_url")
+    made = []
+
+    def make(*args, **kwargs):
+        made.append(services.SharedCircuitBreaker(*args, url=url, **kwargs))
+        return made[-1]
+
+    yield make
+    for breaker in made:
+        breaker.close()
+
+
 # --- rate limiter -----------------------------------------------------------------------
 
 
@@ -51,10 +92,10 @@ def window_violations(grants, rpm, tpm, window=60.0):
     return bad
 
 
-def test_limiter_never_exceeds_limits_in_any_window_over_a_random_sequence():
+def test_limiter_never_exceeds_limits_in_any_window_over_a_random_sequence(limiter_of):
     fake = FakeTime()
     rpm, tpm = 40, 10_000
-    limiter = RateLimiter(rpm, tpm, clock=fake.clock, sleep=fake.sleep)
+    limiter = limiter_of(rpm, tpm, clock=fake.clock, sleep=fake.sleep)
     rng = random.Random(7)
     grants = []
     for _ in range(1500):
@@ -66,10 +107,10 @@ def test_limiter_never_exceeds_limits_in_any_window_over_a_random_sequence():
     assert window_violations(grants, rpm, tpm) == []
 
 
-def test_limiter_uses_at_least_95_percent_of_tpm_in_steady_state():
+def test_limiter_uses_at_least_95_percent_of_tpm_in_steady_state(limiter_of):
     fake = FakeTime()
     tpm = 100_000
-    limiter = RateLimiter(None, tpm, clock=fake.clock, sleep=fake.sleep)
+    limiter = limiter_of(None, tpm, clock=fake.clock, sleep=fake.sleep)
     rng = random.Random(3)
     grants = []
     while fake.now < 1000.0 + 6 * 60:
@@ -83,9 +124,9 @@ def test_limiter_uses_at_least_95_percent_of_tpm_in_steady_state():
     assert window_violations(grants, None, tpm) == []
 
 
-def test_limiter_rpm_only_spaces_requests_by_the_window():
+def test_limiter_rpm_only_spaces_requests_by_the_window(limiter_of):
     fake = FakeTime()
-    limiter = RateLimiter(3, None, clock=fake.clock, sleep=fake.sleep)
+    limiter = limiter_of(3, None, clock=fake.clock, sleep=fake.sleep)
     waits = [limiter.acquire() for _ in range(7)]
     assert waits[:3] == [0.0, 0.0, 0.0]
     assert waits[3] == pytest.approx(60.0, abs=0.01)  # the first request must leave
@@ -94,18 +135,18 @@ def test_limiter_rpm_only_spaces_requests_by_the_window():
     assert limiter.usage() == (1, 0)  # requests 5 and 6 left together with request 4
 
 
-def test_limiter_reports_wait_without_recording():
+def test_limiter_reports_wait_without_recording(limiter_of):
     fake = FakeTime()
-    limiter = RateLimiter(None, 100, clock=fake.clock, sleep=fake.sleep)
+    limiter = limiter_of(None, 100, clock=fake.clock, sleep=fake.sleep)
     assert limiter.acquire(80) == 0.0
     assert limiter.wait_time(30) == pytest.approx(60.0)
     assert limiter.wait_time(20) == 0.0
     assert limiter.usage() == (1, 80)
 
 
-def test_oversize_request_raises_instead_of_waiting_forever():
+def test_oversize_request_raises_instead_of_waiting_forever(limiter_of):
     fake = FakeTime()
-    limiter = RateLimiter(10, 1_000, clock=fake.clock, sleep=fake.sleep)
+    limiter = limiter_of(10, 1_000, clock=fake.clock, sleep=fake.sleep)
     with pytest.raises(ValueError, match="1001 tokens.*1000 tokens per minute"):
         limiter.acquire(1_001)
     assert fake.sleeps == []
@@ -113,19 +154,19 @@ def test_oversize_request_raises_instead_of_waiting_forever():
 
 
 @pytest.mark.parametrize("rpm,tpm", [(0, None), (None, -1)])
-def test_limiter_rejects_non_positive_limits(rpm, tpm):
+def test_limiter_rejects_non_positive_limits(rpm, tpm, limiter_of):
     with pytest.raises(ValueError):
-        RateLimiter(rpm, tpm)
+        limiter_of(rpm, tpm)
 
 
-def test_unlimited_limiter_never_sleeps():
+def test_unlimited_limiter_never_sleeps(limiter_of):
     fake = FakeTime()
-    limiter = RateLimiter(None, None, clock=fake.clock, sleep=fake.sleep)
+    limiter = limiter_of(None, None, clock=fake.clock, sleep=fake.sleep)
     assert all(limiter.acquire(10**9) == 0.0 for _ in range(100))
     assert fake.sleeps == []
 
 
-def test_limiter_is_thread_safe():
+def test_limiter_is_thread_safe(limiter_of):
     # Real threads share one fake clock; each sleep yields and moves time a little.
     lock = threading.Lock()
     now = [0.0]
@@ -142,7 +183,7 @@ def test_limiter_is_thread_safe():
             now[0] += seconds / 8
         time.sleep(0)
 
-    limiter = RateLimiter(20, 500, clock=clock, sleep=sleep)
+    limiter = limiter_of(20, 500, clock=clock, sleep=sleep)
 
     def worker(seed):
         rng = random.Random(seed)
@@ -169,9 +210,9 @@ def fail(breaker: CircuitBreaker, exc: BaseException | None = None) -> None:
         raise exc or retryable()
 
 
-def test_circuit_opens_after_exactly_five_consecutive_failures():
+def test_circuit_opens_after_exactly_five_consecutive_failures(breaker_of):
     fake = FakeTime()
-    breaker = CircuitBreaker("openai", clock=fake.clock)
+    breaker = breaker_of("openai", clock=fake.clock)
     for n in range(1, 5):
         fail(breaker)
         assert (breaker.state, breaker.consecutive_failures) == ("closed", n)
@@ -193,8 +234,8 @@ def test_circuit_opens_after_exactly_five_consecutive_failures():
     }
 
 
-def test_success_resets_the_failure_count():
-    breaker = CircuitBreaker("openai", clock=FakeTime().clock)
+def test_success_resets_the_failure_count(breaker_of):
+    breaker = breaker_of("openai", clock=FakeTime().clock)
     for _ in range(4):
         fail(breaker)
     with breaker.guard():
@@ -205,9 +246,9 @@ def test_success_resets_the_failure_count():
     assert breaker.state == "closed"
 
 
-def test_half_open_lets_one_trial_through_and_its_failure_reopens():
+def test_half_open_lets_one_trial_through_and_its_failure_reopens(breaker_of):
     fake = FakeTime()
-    breaker = CircuitBreaker("llamaparse", failure_threshold=2, reset_seconds=60, clock=fake.clock)
+    breaker = breaker_of("llamaparse", failure_threshold=2, reset_seconds=60, clock=fake.clock)
     fail(breaker)
     fail(breaker)
     fake.sleep(60)
@@ -234,9 +275,9 @@ def test_half_open_lets_one_trial_through_and_its_failure_reopens():
     breaker.before_call()  # closed: no more single-trial limit
 
 
-def test_unreported_trial_is_taken_as_lost_after_reset_seconds():
+def test_unreported_trial_is_taken_as_lost_after_reset_seconds(breaker_of):
     fake = FakeTime()
-    breaker = CircuitBreaker("s3", failure_threshold=1, reset_seconds=10, clock=fake.clock)
+    breaker = breaker_of("s3", failure_threshold=1, reset_seconds=10, clock=fake.clock)
     fail(breaker)
     fake.sleep(10)
     breaker.before_call()  # trial whose caller never reports
@@ -267,9 +308,9 @@ def test_outcome_of(exc, outcome):
     assert outcome_of(exc) == outcome
 
 
-def test_guard_counts_only_service_failures_and_frees_the_trial_on_neutral_errors():
+def test_guard_counts_only_service_failures_and_frees_the_trial_on_neutral_errors(breaker_of):
     fake = FakeTime()
-    breaker = CircuitBreaker("openai", failure_threshold=2, reset_seconds=5, clock=fake.clock)
+    breaker = breaker_of("openai", failure_threshold=2, reset_seconds=5, clock=fake.clock)
     fail(breaker)
     fail(breaker, BudgetExceeded("over budget"))
     fail(breaker, ValueError("bug"))
@@ -285,9 +326,9 @@ def test_guard_counts_only_service_failures_and_frees_the_trial_on_neutral_error
     breaker.before_call()  # so the next caller gets the trial slot
 
 
-def test_failures_of_calls_started_before_opening_do_not_restart_the_timer():
+def test_failures_of_calls_started_before_opening_do_not_restart_the_timer(breaker_of):
     fake = FakeTime()
-    breaker = CircuitBreaker("openai", failure_threshold=1, reset_seconds=60, clock=fake.clock)
+    breaker = breaker_of("openai", failure_threshold=1, reset_seconds=60, clock=fake.clock)
     breaker.before_call()
     breaker.before_call()
     breaker.record_failure()
@@ -449,10 +490,64 @@ def test_classified_errors_drive_the_retry_layer():
     assert fake.sleeps[0] >= 0.25
 
 
-def test_hold_counts_a_request_from_its_completion() -> None:
+def test_hold_counts_a_request_from_its_completion(limiter_of) -> None:
     clock = FakeTime()
-    limiter = RateLimiter(None, 100, clock=clock.clock, sleep=clock.sleep)
+    limiter = limiter_of(None, 100, clock=clock.clock, sleep=clock.sleep)
     with limiter.hold(100):
         clock.sleep(5.0)  # the request takes 5 s; the service stamped it on arrival
     clock.sleep(56.0)  # 61 s after the grant, 56 s after completion
     assert limiter.wait_time(100) == pytest.approx(4.0)
+
+
+# --- one guard per service across processes ---------------------------------------------
+
+
+def test_a_circuit_opened_in_one_process_is_open_in_every_other(pipeline_url):
+    fake = FakeTime()
+    mine, theirs = (
+        services.SharedCircuitBreaker("openai", 2, 60, url=pipeline_url, clock=fake.clock)
+        for _ in range(2)
+    )
+    try:
+        fail(mine)
+        fail(theirs)  # two processes' failures add up to the threshold
+        with pytest.raises(CircuitOpenError) as refused:
+            mine.before_call()
+        assert refused.value.retry_in == pytest.approx(60.0)
+        fresh = services.SharedCircuitBreaker("openai", 2, 60, url=pipeline_url, clock=fake.clock)
+        assert fresh.snapshot()["state"] == "open"  # a run started after the outage
+        fresh.close()
+        fake.sleep(60)
+        theirs.before_call()  # the one trial, whoever asks first
+        with pytest.raises(CircuitOpenError):
+            mine.before_call()
+        theirs.record_success()
+        mine.before_call()
+        assert mine.state == "closed"
+    finally:
+        mine.close()
+        theirs.close()
+
+
+def test_limiters_of_many_processes_keep_one_window(pipeline_url):
+    # Four handles (four processes' limiters) on one clock, each granting in turn: the
+    # grants of all of them together never exceed the limits.
+    fake = FakeTime()
+    limiters = [
+        services.SharedRateLimiter(
+            "openai", 10, 1_000, url=pipeline_url, clock=fake.clock, sleep=fake.sleep
+        )
+        for _ in range(4)
+    ]
+    rng = random.Random(11)
+    grants = []
+    try:
+        for n in range(200):
+            tokens = rng.choice([0, 50, 200, 400])
+            limiters[n % 4].acquire(tokens)
+            grants.append((fake.now, tokens))
+    finally:
+        for limiter in limiters:
+            limiter.close()
+    assert window_violations(grants, 10, 1_000) == []
+    assert fake.now - 1000.0 >= 60 * (200 // 10 - 1)  # one limit's pace, not four

@@ -69,5 +69,5 @@ class Timer:
 
 
 def circuit_metadata(snapshot: Mapping[str, str | int | float]) -> dict[str, str | int | float]:
-    """A client's circuit state (`services.save_circuit`) as batch metadata."""
+    """A client's circuit state (`services.circuit_state`) as batch metadata."""
     return {f"circuit_{k}": v for k, v in snapshot.items() if k != "service"}

@@ -13,6 +13,7 @@ from tvdb_assets.defs.assets.batch import (
 )
 from tvdb_assets.defs.assets.ingestion import parsed_documents
 from tvdb_assets.defs.partitions import documents_partitions
+from tvdb_assets.defs.pools import EMBEDDER_POOL
 from tvdb_assets.defs.resources import EmbedderResource, PostgresResource
 from tvdb_assets.lib import stages
 from tvdb_assets.lib.costs.calls import CallContext
@@ -80,6 +81,7 @@ def chunks(
     group_name="indexing",
     kinds={"python", "pgvector"},
     backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=EMBEDDER_POOL,
 )
 def embeddings(
     context: dg.AssetExecutionContext, embedder: EmbedderResource, database: PostgresResource

@@ -13,6 +13,7 @@ from tvdb_assets.defs.assets.batch import (
     report_ok,
 )
 from tvdb_assets.defs.partitions import documents_partitions
+from tvdb_assets.defs.pools import PARSER_POOL
 from tvdb_assets.defs.resources import (
     EmbedderResource,
     ParserResource,
@@ -42,6 +43,7 @@ uploads = dg.AssetSpec(
     group_name="ingestion",
     kinds={"python", "postgres"},
     backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=PARSER_POOL,
 )
 def parsed_documents(
     context: dg.AssetExecutionContext,

@@ -21,6 +21,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Literal
 
 from tvdb_assets.lib.errors import CircuitOpenError, ServiceError
@@ -44,12 +45,36 @@ def outcome_of(exc: BaseException | None) -> Outcome:
     return "neutral"
 
 
+@dataclass
+class CircuitState:
+    """What a breaker knows; times are its clock's."""
+
+    failures: int = 0  # consecutive failed calls
+    opened_at: float | None = None  # None: closed
+    retry_at: float | None = None  # when the open circuit lets a trial through
+    # When the half-open trial call was let through; None: no trial in flight.
+    trial_started: float | None = None
+    # The last guarded call's duration, and why the last failed one failed (until a call
+    # succeeds): what a health check shows.
+    last_seconds: float = 0.0
+    last_error: str = ""
+
+    def state(self, now: float) -> State:
+        if self.opened_at is None or self.retry_at is None:
+            return "closed"
+        return "open" if now < self.retry_at else "half_open"
+
+    def retry_in(self, now: float) -> float:
+        return max(0.0, self.retry_at - now) if self.retry_at is not None else 0.0
+
+
 class CircuitBreaker:
     """Thread-safe circuit breaker for one service; the caller reports each call's outcome.
 
     Use `with breaker.guard(): ...` around a whole logical call (retries included), or call
     `before_call()` and then exactly one of `record_success()`, `record_failure()`,
-    `record_neutral()`.
+    `record_neutral()`. Its state lives in this process; `SharedCircuitBreaker` keeps the
+    same state in Postgres, for every process of a deployment.
     """
 
     def __init__(
@@ -69,30 +94,29 @@ class CircuitBreaker:
         self.reset_seconds = reset_seconds
         self._clock = clock
         self._lock = threading.Lock()
-        self._failures = 0
-        self._opened_at: float | None = None  # None: closed
-        # When the half-open trial call was let through; None: no trial in flight.
-        self._trial_started: float | None = None
-        # The last guarded call's duration, and why the last failed one failed (until a
-        # call succeeds): what a health check shows.
-        self._last_seconds: float | None = None
-        self._last_error = ""
+        self._circuit = CircuitState()
+
+    @contextlib.contextmanager
+    def _held(self) -> Iterator[CircuitState]:
+        """The state, for reading and changing, and no one else's meanwhile."""
+        with self._lock:
+            yield self._circuit
 
     @property
     def state(self) -> State:
-        with self._lock:
-            return self._state(self._clock())
+        with self._held() as circuit:
+            return circuit.state(self._clock())
 
     @property
     def consecutive_failures(self) -> int:
-        with self._lock:
-            return self._failures
+        with self._held() as circuit:
+            return circuit.failures
 
     @property
     def opened_at(self) -> float | None:
         """`clock()` time the breaker last opened; None while closed."""
-        with self._lock:
-            return self._opened_at
+        with self._held() as circuit:
+            return circuit.opened_at
 
     def before_call(self) -> None:
         """Let the call through, or raise `CircuitOpenError` with the seconds until a trial.
@@ -101,92 +125,84 @@ class CircuitBreaker:
         they may go depends on the trial. A trial never reported within `reset_seconds` is
         taken as lost, so a caller that forgets to report cannot wedge the breaker.
         """
-        with self._lock:
+        with self._held() as circuit:
             now = self._clock()
-            state = self._state(now)
+            state = circuit.state(now)
             if state == "closed":
                 return
             if state == "open":
-                raise CircuitOpenError(self.service, self._retry_in(now))
-            trial = self._trial_started
+                raise CircuitOpenError(self.service, circuit.retry_in(now))
+            trial = circuit.trial_started
             if trial is not None and now - trial < self.reset_seconds:
                 raise CircuitOpenError(self.service, 0.0)
-            self._trial_started = now
+            circuit.trial_started = now
 
-    def record_success(self) -> None:
+    def record_success(self, seconds: float | None = None) -> None:
         """The service answered: close the breaker and forget past failures."""
-        with self._lock:
-            self._failures = 0
-            self._opened_at = None
-            self._trial_started = None
+        with self._held() as circuit:
+            circuit.failures = 0
+            circuit.opened_at = circuit.retry_at = circuit.trial_started = None
+            if seconds is not None:
+                circuit.last_seconds, circuit.last_error = seconds, ""
 
-    def record_failure(self) -> None:
+    def record_failure(self, seconds: float | None = None, error: str | None = None) -> None:
         """A call failed after all its retries; open the breaker at the threshold."""
-        with self._lock:
+        with self._held() as circuit:
             now = self._clock()
-            self._failures += 1
-            state = self._state(now)
+            circuit.failures += 1
+            state = circuit.state(now)
             if state == "half_open":
                 # The trial (or a straggler reported after the timer ran out) failed.
-                self._opened_at = now
-                self._trial_started = None
-            elif state == "closed" and self._failures >= self.failure_threshold:
-                self._opened_at = now
+                self._open(circuit, now)
+            elif state == "closed" and circuit.failures >= self.failure_threshold:
+                self._open(circuit, now)
             # "open": a call started before the breaker opened; the timer keeps running.
+            if seconds is not None:
+                circuit.last_seconds = seconds
+            if error is not None:
+                circuit.last_error = error
 
-    def record_neutral(self) -> None:
+    def record_neutral(self, seconds: float | None = None) -> None:
         """The call ended without telling anything about the service; free the trial slot."""
-        with self._lock:
-            self._trial_started = None
+        with self._held() as circuit:
+            circuit.trial_started = None
+            if seconds is not None:
+                circuit.last_seconds = seconds
+
+    def _open(self, circuit: CircuitState, now: float) -> None:
+        circuit.opened_at, circuit.retry_at = now, now + self.reset_seconds
+        circuit.trial_started = None
 
     @contextlib.contextmanager
     def guard(self) -> Iterator[None]:
         """Check the breaker, run the block, record its outcome by `outcome_of`, re-raise."""
         self.before_call()
-        started = self._clock()
+        started = time.monotonic()
         try:
             yield
         except BaseException as exc:
+            seconds = time.monotonic() - started
             outcome = outcome_of(exc)
-            with self._lock:
-                self._last_seconds = self._clock() - started
-                if outcome == "failure":
-                    self._last_error = str(exc)  # a ServiceError's text, redacted already
-            self._record(outcome)
+            if outcome == "failure":
+                # A ServiceError's text, redacted already.
+                self.record_failure(seconds, str(exc))
+            elif outcome == "success":
+                self.record_success(seconds)
+            else:
+                self.record_neutral(seconds)
             raise
-        with self._lock:
-            self._last_seconds, self._last_error = self._clock() - started, ""
-        self.record_success()
+        self.record_success(time.monotonic() - started)
 
     def snapshot(self) -> dict[str, str | int | float]:
         """JSON-friendly state for asset metadata and health checks."""
-        with self._lock:
+        with self._held() as circuit:
             now = self._clock()
-            state = self._state(now)
+            state = circuit.state(now)
             return {
                 "service": self.service,
                 "state": state,
-                "consecutive_failures": self._failures,
-                "retry_in": round(self._retry_in(now), 3) if state == "open" else 0.0,
-                "last_call_seconds": round(self._last_seconds, 3) if self._last_seconds else 0.0,
-                "last_error": self._last_error,
+                "consecutive_failures": circuit.failures,
+                "retry_in": round(circuit.retry_in(now), 3) if state == "open" else 0.0,
+                "last_call_seconds": round(circuit.last_seconds, 3),
+                "last_error": circuit.last_error,
             }
-
-    def _record(self, outcome: Outcome) -> None:
-        if outcome == "success":
-            self.record_success()
-        elif outcome == "failure":
-            self.record_failure()
-        else:
-            self.record_neutral()
-
-    def _state(self, now: float) -> State:
-        if self._opened_at is None:
-            return "closed"
-        if now - self._opened_at < self.reset_seconds:
-            return "open"
-        return "half_open"
-
-    def _retry_in(self, now: float) -> float:
-        assert self._opened_at is not None
-        return max(0.0, self._opened_at + self.reset_seconds - now)

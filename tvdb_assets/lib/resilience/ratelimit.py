@@ -20,7 +20,7 @@ import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 WINDOW_SECONDS = 60.0
 
@@ -85,31 +85,45 @@ class RateLimiter:
         try:
             yield waited
         finally:
-            with self._lock:
-                # Only ever later: an entry now out of order just leaves the window later.
-                grant[0] = max(grant[0], self._clock())
+            self._completed(grant)
 
-    def _grant(self, tokens: int) -> tuple[float, list[float]]:
+    def _grant(self, tokens: int) -> tuple[float, object]:
         self._check_size(tokens)
         start = self._clock()
         while True:
-            with self._lock:
-                now = self._clock()
-                wait = self._wait_needed(now, tokens)
-                if wait <= 0:
-                    grant = [now, float(tokens)]
-                    self._granted.append(grant)
-                    self._tokens_in_window += tokens
-                    return max(0.0, now - start), grant
-            # Sleep outside the lock so other threads can be granted or queue up; re-check
-            # afterwards because another thread may have taken the room meanwhile.
+            wait, grant = self._try_grant(tokens)
+            if grant is not None:
+                return max(0.0, self._clock() - start), grant
+            # Sleep outside the lock so others can be granted or queue up; re-check
+            # afterwards because another may have taken the room meanwhile.
             self._sleep(wait + _EPSILON)
+
+    def _try_grant(self, tokens: int) -> tuple[float, object | None]:
+        """Record a grant of `tokens` now, and return it; or the seconds to wait first."""
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            wait = self._wait(self._granted, now, tokens)
+            if wait > 0:
+                return wait, None
+            grant = [now, float(tokens)]
+            self._granted.append(grant)
+            self._tokens_in_window += tokens
+            return 0.0, grant
+
+    def _completed(self, grant: object) -> None:
+        assert isinstance(grant, list)
+        with self._lock:
+            # Only ever later: an entry now out of order just leaves the window later.
+            grant[0] = max(grant[0], self._clock())
 
     def wait_time(self, tokens: int = 0) -> float:
         """Seconds until a request of `tokens` would be granted (0 = now), recording nothing."""
         self._check_size(tokens)
         with self._lock:
-            return max(0.0, self._wait_needed(self._clock(), tokens))
+            now = self._clock()
+            self._expire(now)
+            return max(0.0, self._wait(self._granted, now, tokens))
 
     def usage(self) -> tuple[int, int]:
         """(requests, tokens) granted within the current window, e.g. for status metadata."""
@@ -133,19 +147,19 @@ class RateLimiter:
             _, old_tokens = self._granted.popleft()
             self._tokens_in_window -= int(old_tokens)
 
-    def _wait_needed(self, now: float, tokens: int) -> float:
-        """Seconds until enough old requests leave the window for this one (<= 0: none)."""
-        self._expire(now)
+    def _wait(self, granted: Sequence[Sequence[float]], now: float, tokens: int) -> float:
+        """Seconds until enough of the requests `granted` within the window (oldest first:
+        time, tokens) leave it for one more of `tokens` (<= 0: none)."""
         wait = 0.0
         rpm = self.requests_per_minute
-        if rpm is not None and len(self._granted) >= rpm:
+        if rpm is not None and len(granted) >= rpm:
             # The oldest (count - rpm + 1) requests must leave first.
-            expiry = self._granted[len(self._granted) - rpm][0] + self.window
+            expiry = granted[len(granted) - rpm][0] + self.window
             wait = max(wait, expiry - now)
         tpm = self.tokens_per_minute
         if tpm is not None:
-            excess = float(self._tokens_in_window + tokens - tpm)
-            for granted_at, old_tokens in self._granted:
+            excess = sum(t for _, t in granted) + tokens - tpm
+            for granted_at, old_tokens in granted:
                 if excess <= 0:
                     break
                 excess -= old_tokens

@@ -21,12 +21,7 @@ from tvdb_assets.lib.stages.early import HeadStart, NextBatch, after_parse, work
 from tvdb_assets.lib.stages.embed import EmbedReport, embed_batch, embed_documents
 from tvdb_assets.lib.stages.parse import ParseOutcome, ParseReport, parse_batch, parse_documents
 
-# What the workers' fork server imports first (`workers.start`): the stages' imports, the
-# tokenizer and its token lengths, loaded once for every worker.
-WORKER_PRELOAD = "tvdb_assets.lib.worker_preload"
-
 __all__ = [
-    "WORKER_PRELOAD",
     "ChunkReport",
     "ChunkSettings",
     "EmbedReport",

@@ -64,7 +64,7 @@ def embed_documents(
         documents.mark_indexed(conn, keys)
     report.embedded, report.skipped, report.errors = keys, skipped, errors
     report.totals = chunk_store.counts(conn, keys)
-    report.circuit = services.save_circuit(conn, embedder)
+    report.circuit = services.circuit_state(embedder)
     return report
 
 

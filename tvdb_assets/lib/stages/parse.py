@@ -25,7 +25,7 @@ from tvdb_assets.lib.uploads import UploadStore
 @dataclass
 class ParseReport:
     """What `parse_documents` did: an outcome per registered file, every error recorded
-    (unregistered partitions too), and the parser's circuit as saved."""
+    (unregistered partitions too), and the parser's circuit as it stands."""
 
     outcomes: list["ParseOutcome"]
     errors: list[IngestError]
@@ -60,7 +60,7 @@ def parse_documents(
         documents.replace(conn, parsed, run_id)
         ingest_errors.resolve(conn, [d.partition_key for d in parsed], ("read", "parse"))
         ingest_errors.record(conn, errors)
-    return ParseReport(outcomes, errors, services.save_circuit(conn, parser))
+    return ParseReport(outcomes, errors, services.circuit_state(parser))
 
 
 @dataclass(frozen=True, slots=True)

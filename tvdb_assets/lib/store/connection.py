@@ -20,14 +20,24 @@ def connect(url: str | None = None, autocommit: bool = False) -> Iterator[psycop
     With `autocommit`, each `conn.transaction()` block commits on its own; without it, the
     whole connection is one transaction, committed when the block ends.
     """
+    with open_connection(url, autocommit) as conn:
+        yield conn
+
+
+def open_connection(url: str | None = None, autocommit: bool = False) -> psycopg.Connection:
+    """`connect`'s connection, for a holder that keeps it open beyond one block."""
     url = url or database.database_url()
-    with psycopg.connect(url, autocommit=autocommit) as conn:
+    conn = psycopg.connect(url, autocommit=autocommit)
+    try:
         if url not in _migrated:
             migrate(conn)
             _migrated.add(url)
         register_vector(conn)
         conn.commit()
-        yield conn
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def lock_partitions(conn: psycopg.Connection, partition_keys: Sequence[str]) -> None:

@@ -191,6 +191,35 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         ALTER TABLE service_health ADD COLUMN last_error text NOT NULL DEFAULT '';
         """,
     ),
+    (
+        6,
+        """
+        -- The circuit breakers themselves, one per service for every process of the
+        -- deployment: when the circuit opened, when it lets a trial call through, and
+        -- when that trial went. Its state is read off these times, not stored.
+        ALTER TABLE service_health ADD COLUMN opened_at timestamptz;
+        ALTER TABLE service_health ADD COLUMN retry_at timestamptz;
+        ALTER TABLE service_health ADD COLUMN trial_started_at timestamptz;
+        UPDATE service_health
+           SET opened_at = updated_at,
+               retry_at = updated_at + retry_in_seconds * interval '1 second'
+         WHERE state <> 'closed';
+        ALTER TABLE service_health DROP COLUMN state;
+        ALTER TABLE service_health DROP COLUMN retry_in_seconds;
+        ALTER TABLE service_health ALTER COLUMN consecutive_failures SET DEFAULT 0;
+
+        -- Requests granted per service within the last rate-limit window, for every
+        -- process of the deployment: `at` is when the request was granted, moved to when
+        -- it completed (epoch seconds).
+        CREATE TABLE service_requests (
+            id      bigserial PRIMARY KEY,
+            service text NOT NULL,
+            at      double precision NOT NULL,
+            tokens  integer NOT NULL
+        );
+        CREATE INDEX service_requests_service_at_idx ON service_requests (service, at);
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]

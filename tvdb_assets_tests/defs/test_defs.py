@@ -1,7 +1,10 @@
 """The one `Definitions` loads, with exactly what users see in the UI: a change to an asset,
 check, job, sensor or schedule name is a change for every deployment, and shows here."""
 
+import dagster as dg
+
 from tvdb_assets.definitions import build_defs
+from tvdb_assets.defs.pools import EMBEDDER_POOL, PARSER_POOL, POOL_LIMIT, ensure_pools
 
 
 def test_the_definitions_load_with_the_names_users_know() -> None:
@@ -26,3 +29,23 @@ def test_the_definitions_load_with_the_names_users_know() -> None:
     assert {sensor.name for sensor in repository.sensor_defs} == {"inbox_sensor"}
     assert {schedule.name for schedule in repository.schedule_defs} == set()
     assert set(defs.resources or {}) == {"parser", "embedder", "upload_store", "database"}
+
+
+def test_the_steps_that_call_a_paid_service_are_in_concurrency_pools() -> None:
+    defs = build_defs()
+    pools = {
+        name: defs.resolve_assets_def(name).op.pool
+        for name in ("parsed_documents", "chunks", "embeddings")
+    }
+    assert pools == {"parsed_documents": PARSER_POOL, "chunks": None, "embeddings": EMBEDDER_POOL}
+
+
+def test_pool_limits_are_set_once_and_a_limit_someone_set_is_kept(
+    instance: dg.DagsterInstance,
+) -> None:
+    storage = instance.event_log_storage
+    storage.set_concurrency_slots(EMBEDDER_POOL, 5)  # an operator's choice, made first
+    ensure_pools(instance)
+    ensure_pools(instance)
+    limits = {p.name: (p.limit, p.from_default) for p in storage.get_pool_limits()}
+    assert limits == {PARSER_POOL: (POOL_LIMIT, False), EMBEDDER_POOL: (5, False)}

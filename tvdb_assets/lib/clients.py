@@ -57,8 +57,8 @@ class ParserSettings(ServiceSettings):
 
 @dataclass(frozen=True)
 class EmbedderSettings(ServiceSettings):
-    model: str = "text-embedding-3-small"
-    dims: int = 1536
+    model: str = field(default_factory=lambda: settings.embedding()[0])
+    dims: int = field(default_factory=lambda: settings.embedding()[1])
     # The account's limits, from the deployment's environment: every run shares them.
     requests_per_minute: int = field(default_factory=lambda: settings.openai_rate_limits()[0])
     tokens_per_minute: int = field(default_factory=lambda: settings.openai_rate_limits()[1])

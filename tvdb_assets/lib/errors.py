@@ -82,6 +82,17 @@ class BudgetExceeded(TvdbError):
     """A billable call would cross the daily spend or hourly request budget; it was not made."""
 
 
+def is_passing(exc: BaseException) -> bool:
+    """Whether a document failed for a cause that may pass by itself, so that trying it
+    again later is worth it: a service down or refusing calls, a spent budget, an open
+    circuit, a key someone will fix; not a file the service refused or could not read."""
+    if isinstance(exc, BudgetExceeded):
+        return True
+    if isinstance(exc, ServiceError):
+        return exc.retryable or exc.status is None or exc.status in (401, 403)
+    return False
+
+
 class DatabaseLost(TvdbError):
     """The database went away (stopped, restarted, unreachable) in the middle of work.
 

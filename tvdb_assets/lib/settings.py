@@ -54,6 +54,22 @@ def hourly_request_cap() -> int:
     return int(os.environ.get("TVDB_HOURLY_REQUEST_CAP", "100"))
 
 
+def chunking() -> tuple[int, int]:
+    """The chunker's tokens per chunk and overlap (TVDB_CHUNK_MAX_TOKENS, _OVERLAP_TOKENS);
+    run config overrides them per run, and `reembed_on_model_change` re-cuts what was cut
+    otherwise."""
+    max_tokens = int(os.environ.get("TVDB_CHUNK_MAX_TOKENS", "512"))
+    overlap = int(os.environ.get("TVDB_CHUNK_OVERLAP_TOKENS", "64"))
+    return max_tokens, overlap
+
+
+def embedding() -> tuple[str, int]:
+    """The embedding model and dims of real and hybrid modes (TVDB_EMBEDDING_MODEL,
+    _DIMS); run config overrides them per run."""
+    model = os.environ.get("TVDB_EMBEDDING_MODEL") or "text-embedding-3-small"
+    return model, int(os.environ.get("TVDB_EMBEDDING_DIMS", "1536"))
+
+
 def openai_rate_limits() -> tuple[int, int]:
     """The OpenAI account's requests and tokens per minute (TVDB_OPENAI_RPM, _TPM): one
     limit for the whole deployment, whose runs share one window (`lib.services`)."""

@@ -19,12 +19,15 @@ from tvdb_assets.lib import stages
 from tvdb_assets.lib.costs.calls import CallContext
 from tvdb_assets.lib.store import embeddings as embedding_store
 
+# The deployment's chunker settings (TVDB_CHUNK_MAX_TOKENS, _OVERLAP_TOKENS).
+_CHUNKING = stages.ChunkSettings()
+
 
 class ChunkingConfig(dg.Config):
     """How documents are cut; changing it re-chunks (and re-embeds only new text)."""
 
-    max_tokens: int = 512
-    overlap_tokens: int = 64
+    max_tokens: int = _CHUNKING.max_tokens
+    overlap_tokens: int = _CHUNKING.overlap_tokens
 
 
 @dg.asset(

@@ -7,7 +7,7 @@ from functools import partial
 import numpy as np
 import psycopg
 
-from tvdb_assets.lib import ahead, workers
+from tvdb_assets.lib import ahead, settings, workers
 from tvdb_assets.lib.chunking import chunk_markdown
 from tvdb_assets.lib.embedding import MockEmbedder
 from tvdb_assets.lib.ids import chunk_id, sha256_text
@@ -34,7 +34,7 @@ def chunk_documents(
     """Chunk these partitions' documents and store the chunks (replacing a document's
     older ones, keeping unchanged rows) in one transaction. A document that failed
     upstream, or has no parsed row, is skipped and said so."""
-    skipped = ingest_errors.failed(conn, partition_keys)
+    skipped = ingest_errors.failed(conn, partition_keys, ("read", "parse"))
     docs = list(documents.load(conn, [k for k in partition_keys if k not in skipped]))
     loaded = {d.partition_key for d in docs}
     skipped |= {
@@ -44,15 +44,15 @@ def chunk_documents(
     rows = [row for doc_rows in per_doc for row in doc_rows]
     with conn.transaction():
         added, removed = chunk_store.replace(conn, [d.partition_key for d in docs], rows)
-        documents.mark_chunked(conn, docs)
+        documents.mark_chunked(conn, docs, settings.max_tokens, settings.overlap_tokens)
     chunked = {d.partition_key: r for d, r in zip(docs, per_doc, strict=True)}
     return ChunkReport(chunked, skipped, added, removed)
 
 
 @dataclass(frozen=True, slots=True)
 class ChunkSettings:
-    max_tokens: int = 512
-    overlap_tokens: int = 64
+    max_tokens: int = field(default_factory=lambda: settings.chunking()[0])
+    overlap_tokens: int = field(default_factory=lambda: settings.chunking()[1])
 
 
 def chunk_one(settings: ChunkSettings, document: DocumentRow) -> list[ChunkRow]:

@@ -51,12 +51,12 @@ def embed_documents(
     """Give these documents' chunks their vectors and mark the documents indexed, in one
     transaction; chunks left without a vector are recorded, one error row per document.
     Documents that failed upstream are skipped and said so."""
-    skipped = ingest_errors.failed(conn, partition_keys)
+    skipped = ingest_errors.failed(conn, partition_keys, ("read", "parse", "chunk"))
     keys = [k for k in partition_keys if k not in skipped]
-    paths = documents.paths(conn, keys)
+    paths, hashes = documents.paths(conn, keys), documents.hashes(conn, keys)
     with conn.transaction():
         report = embed_batch(conn, embedder, keys)
-        errors = _errors(report, paths, run_id)
+        errors = _errors(report, paths, hashes, run_id)
         failed = {e.partition_key for e in errors}
         ingest_errors.resolve(conn, [k for k in keys if k not in failed], ("embed",))
         ingest_errors.record(conn, errors)
@@ -68,18 +68,32 @@ def embed_documents(
     return report
 
 
-def _errors(report: EmbedReport, paths: dict[str, str], run_id: str | None) -> list[IngestError]:
-    """One dead-letter row per document that has chunks without a vector, saying why."""
+def _errors(
+    report: EmbedReport, paths: dict[str, str], hashes: dict[str, str], run_id: str | None
+) -> list[IngestError]:
+    """One dead-letter row per document that has chunks without a vector, saying why; a
+    call that failed may pass (`transient`), a text the service refused will not."""
     by_key: dict[str, list[tuple[PendingChunk, str]]] = {}
     for chunk, reason in report.rejected + report.unembedded:
         by_key.setdefault(chunk.partition_key, []).append((chunk, reason))
+    unanswered = {chunk.partition_key for chunk, _ in report.unembedded}
     errors = []
     for key, missing in by_key.items():
         why = "; ".join(sorted({reason for _, reason in missing}))
         first = ", ".join(str(chunk.id) for chunk, _ in missing[:3])
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         reason = f"{len(missing)} chunk(s) without a vector ({first}{more}): {why}"
-        errors.append(IngestError(key, paths.get(key, key), "embed", reason, run_id=run_id))
+        errors.append(
+            IngestError(
+                key,
+                paths.get(key, key),
+                "embed",
+                reason,
+                hashes.get(key),
+                run_id,
+                transient=key in unanswered,
+            )  # fmt: skip
+        )
     return errors
 
 

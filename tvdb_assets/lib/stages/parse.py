@@ -10,7 +10,7 @@ from functools import partial
 import psycopg
 
 from tvdb_assets.lib import ahead, services, settings, workers
-from tvdb_assets.lib.errors import BudgetExceeded, DocumentError, ServiceError
+from tvdb_assets.lib.errors import BudgetExceeded, DocumentError, ServiceError, is_passing
 from tvdb_assets.lib.models import ParsedDocument
 from tvdb_assets.lib.parsing import Parser
 from tvdb_assets.lib.parsing.base import char_limit, storable
@@ -100,7 +100,10 @@ def _parse_one(
         return ParseOutcome(file, None, error, time.perf_counter() - started)
     except (ServiceError, BudgetExceeded) as exc:
         # Real mode: the service could not parse it now; this document fails, not the batch.
-        error = IngestError(file.partition_key, file.shown, "parse", str(exc), file.sha256)
+        error = IngestError(
+            file.partition_key, file.shown, "parse", str(exc), file.sha256,
+            transient=is_passing(exc),
+        )  # fmt: skip
         return ParseOutcome(file, None, error, time.perf_counter() - started)
     if len(parsed.markdown) > char_limit(len(data)):
         # Checked for every parser, the paid ones too: such text would cost a fortune to embed.

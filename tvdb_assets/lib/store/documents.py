@@ -46,17 +46,25 @@ def replace(conn: psycopg.Connection, rows: Sequence[DocumentRow], run_id: str |
             )  # fmt: skip
 
 
-def mark_chunked(conn: psycopg.Connection, documents: Sequence[DocumentRow]) -> None:
-    """These documents' chunks were cut from these rows; their vectors are still to come.
+def mark_chunked(
+    conn: psycopg.Connection,
+    documents: Sequence[DocumentRow],
+    max_tokens: int,
+    overlap_tokens: int,
+) -> None:
+    """These documents' chunks were cut from these rows, with these chunker settings;
+    their vectors are still to come.
 
     A document parsed anew meanwhile has another hash, so it stays unfinished.
     """
     conn.execute(
-        "UPDATE documents d SET chunked_sha256 = d.sha256, indexed_at = NULL "
+        "UPDATE documents d SET chunked_sha256 = d.sha256, indexed_at = NULL, "
+        "chunk_max_tokens = %s, chunk_overlap_tokens = %s "
         "FROM unnest(%s::text[], %s::text[]) AS cut(partition_key, sha256) "
         "WHERE d.partition_key = cut.partition_key AND d.sha256 = cut.sha256",
-        ([d.partition_key for d in documents], [d.sha256 for d in documents]),
-    )
+        (max_tokens, overlap_tokens,
+         [d.partition_key for d in documents], [d.sha256 for d in documents]),
+    )  # fmt: skip
 
 
 def mark_indexed(conn: psycopg.Connection, partition_keys: Sequence[str]) -> None:

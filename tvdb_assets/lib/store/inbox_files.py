@@ -102,3 +102,75 @@ def retire(conn: psycopg.Connection, partition_keys: Sequence[str]) -> None:
         "WHERE partition_key = ANY(%s) AND resolved_at IS NULL",
         (keys,),
     )
+
+
+# Which uploads to run again (`lib.reruns`), each in path order. Only uploads still in the
+# inbox are run again: one that is gone retires instead.
+
+
+def with_passing_failures(
+    conn: psycopg.Connection, max_attempts: int | None, first_pause_seconds: float
+) -> list[InboxFile]:
+    """Uploads whose current content failed for a passing cause, and for nothing else.
+    With `max_attempts`, only those due: fewer failed tries than that, and the last one
+    older than a pause that doubles with each try."""
+    due = (
+        """AND e.attempt < %(max_attempts)s
+           AND e.at + make_interval(secs => %(pause)s * 2 ^ (e.attempt - 1)) <= now()"""
+        if max_attempts is not None
+        else ""
+    )
+    return _where(
+        conn,
+        f"""EXISTS (SELECT 1 FROM ingest_errors e
+                     WHERE e.partition_key = i.partition_key AND e.resolved_at IS NULL
+                       AND e.transient AND (e.sha256 IS NULL OR e.sha256 = i.sha256) {due})
+            AND NOT EXISTS (SELECT 1 FROM ingest_errors e
+                             WHERE e.partition_key = i.partition_key
+                               AND e.resolved_at IS NULL AND NOT e.transient)""",
+        {"max_attempts": max_attempts, "pause": first_pause_seconds},
+    )
+
+
+def with_fallbacks(conn: psycopg.Connection) -> list[InboxFile]:
+    """Uploads whose stored document was parsed, or any of whose chunks was embedded, by
+    the hybrid mode's local stand-in."""
+    return _where(
+        conn,
+        """EXISTS (SELECT 1 FROM documents d WHERE d.partition_key = i.partition_key
+                      AND d.sha256 = i.sha256 AND d.fallback)
+           OR EXISTS (SELECT 1 FROM embeddings e WHERE e.partition_key = i.partition_key
+                         AND e.fallback)""",
+        {},
+    )
+
+
+def built_otherwise(
+    conn: psycopg.Connection, max_tokens: int, overlap_tokens: int, model: str, dims: int
+) -> list[InboxFile]:
+    """Uploads whose current content is stored, cut with other chunker settings (or with
+    settings not recorded) or embedded by another model or at other dims (stand-ins aside)."""
+    return _where(
+        conn,
+        """EXISTS (SELECT 1 FROM documents d
+                    WHERE d.partition_key = i.partition_key AND d.sha256 = i.sha256
+                      AND d.indexed_at IS NOT NULL
+                      AND (d.chunk_max_tokens IS DISTINCT FROM %(max_tokens)s
+                           OR d.chunk_overlap_tokens IS DISTINCT FROM %(overlap)s
+                           OR EXISTS (SELECT 1 FROM embeddings e
+                                       WHERE e.partition_key = d.partition_key
+                                         AND NOT e.fallback
+                                         AND (e.model <> %(model)s OR e.dims <> %(dims)s))))""",
+        {"max_tokens": max_tokens, "overlap": overlap_tokens, "model": model, "dims": dims},
+    )
+
+
+def everything(conn: psycopg.Connection) -> list[InboxFile]:
+    return _where(conn, "true", {})
+
+
+def _where(conn: psycopg.Connection, condition: str, params: dict[str, object]) -> list[InboxFile]:
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM inbox_files i WHERE {condition} ORDER BY i.raw_path", params
+    ).fetchall()
+    return [_file(row) for row in rows]

@@ -18,6 +18,8 @@ class IngestError:
     sha256: str | None = None
     run_id: str | None = None
     at: datetime | None = None
+    transient: bool = False  # a passing cause (`errors.is_passing`): worth trying again
+    attempt: int = 1  # tries of the same content that failed at this stage, this one too
 
     def __post_init__(self) -> None:
         # Reasons often quote a service; what is shown, logged or stored never holds a key.
@@ -25,22 +27,34 @@ class IngestError:
 
 
 def record(conn: psycopg.Connection, errors: Iterable[IngestError]) -> None:
-    """Add errors; an open error of the same partition and stage is superseded."""
+    """Add errors; an open error of the same partition and stage is superseded, and a
+    failure of the same content again counts one attempt more."""
     errors = list(errors)
     if not errors:
         return
     with conn.cursor() as cur:
         cur.executemany(
-            "UPDATE ingest_errors SET resolved_at = now() "
-            "WHERE partition_key = %s AND stage = %s AND resolved_at IS NULL",
-            [(e.partition_key, e.stage) for e in errors],
-        )
-        cur.executemany(
-            "INSERT INTO ingest_errors (run_id, partition_key, path, sha256, stage, reason) "
-            "VALUES (%s, %s, %s, %s, %s, %s)",
+            """WITH superseded AS (
+                   UPDATE ingest_errors SET resolved_at = now()
+                    WHERE partition_key = %(key)s AND stage = %(stage)s AND resolved_at IS NULL
+                   RETURNING sha256, attempt)
+               INSERT INTO ingest_errors (run_id, partition_key, path, sha256, stage, reason,
+                                          transient, attempt)
+               SELECT %(run_id)s, %(key)s, %(path)s, %(sha256)s, %(stage)s, %(reason)s,
+                      %(transient)s,
+                      coalesce((SELECT max(attempt) FROM superseded
+                                 WHERE sha256 IS NOT DISTINCT FROM %(sha256)s), 0) + 1""",
             # The last guard before a reason is stored: no configured secret gets in.
             [
-                (e.run_id, e.partition_key, e.path, e.sha256, e.stage, redact(e.reason))
+                {
+                    "run_id": e.run_id,
+                    "key": e.partition_key,
+                    "path": e.path,
+                    "sha256": e.sha256,
+                    "stage": e.stage,
+                    "reason": redact(e.reason),
+                    "transient": e.transient,
+                }
                 for e in errors
             ],  # fmt: skip
         )
@@ -59,8 +73,8 @@ def open_errors(
     conn: psycopg.Connection, partition_keys: Sequence[str] | None = None
 ) -> list[IngestError]:
     query = (
-        "SELECT partition_key, path, stage, reason, sha256, run_id, at FROM ingest_errors "
-        "WHERE resolved_at IS NULL"
+        "SELECT partition_key, path, stage, reason, sha256, run_id, at, transient, attempt "
+        "FROM ingest_errors WHERE resolved_at IS NULL"
     )
     params: tuple[object, ...] = ()
     if partition_keys is not None:
@@ -80,10 +94,13 @@ def resolve_readable(conn: psycopg.Connection, still_refused: Sequence[str]) -> 
     )
 
 
-def failed(conn: psycopg.Connection, partition_keys: Sequence[str]) -> dict[str, str]:
-    """Of these documents, those with an open error: partition key -> what failed."""
+def failed(
+    conn: psycopg.Connection, partition_keys: Sequence[str], stages: Sequence[str]
+) -> dict[str, str]:
+    """Of these documents, those with an open error at one of these stages (those before
+    the caller's: a stage tries again what failed at itself): partition key -> what failed."""
     return {
         e.partition_key: f"{e.stage} failed: {e.reason}"
         for e in open_errors(conn, partition_keys)
-        if e.partition_key
+        if e.partition_key and e.stage in stages
     }

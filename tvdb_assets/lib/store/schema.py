@@ -220,6 +220,21 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX service_requests_service_at_idx ON service_requests (service, at);
         """,
     ),
+    (
+        7,
+        """
+        -- Why a document failed, for `retry_failed`: a passing cause (a service, the
+        -- budget) is tried again, with a growing pause, a bad file is not; `attempt`
+        -- counts the failed tries of the same content at the same stage.
+        ALTER TABLE ingest_errors ADD COLUMN transient boolean NOT NULL DEFAULT false;
+        ALTER TABLE ingest_errors ADD COLUMN attempt integer NOT NULL DEFAULT 1;
+
+        -- The chunker settings a document's chunks were cut with, for
+        -- `reembed_on_model_change` (NULL: cut before they were recorded).
+        ALTER TABLE documents ADD COLUMN chunk_max_tokens integer;
+        ALTER TABLE documents ADD COLUMN chunk_overlap_tokens integer;
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]

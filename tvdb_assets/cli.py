@@ -108,39 +108,96 @@ def _run(args: argparse.Namespace, taken: "intake.Intake") -> "intake.IngestSumm
     # `backfill_policy` is beta in Dagster 1.13; we rely on it knowingly, users need not hear.
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     from tvdb_assets import dagster_env, runner
-    from tvdb_assets.definitions import defs
-
-    parser_mode, embedder_mode = _modes(args)
-    run_config = {
-        # The progress bar and summary say what a user needs, failures included; the full
-        # run logs are in the Dagster UI.
-        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
-        "resources": {
-            "parser": {"config": {"mode": parser_mode}},
-            "embedder": {"config": {"mode": embedder_mode}},
-        },
-    }
-    terminal = sys.stderr
-
-    def progress(done: int, total: int) -> None:
-        _progress(done, total, terminal)
-
-    def notice(message: str) -> None:
-        terminal.write(f"\n{message}\n")
-        terminal.flush()
+    from tvdb_assets.definitions import build_defs
 
     # Dagster writes some failures (such as an event it could not store, with its SQL and
     # parameters) straight to stderr: they belong in the log file, not on the terminal.
     with dagster_env.instance() as instance, redirect_stderr(_LogStream()):
+        # Built now: the resources read which keys the environment holds as it is now.
+        defs = build_defs()
         return runner.run(
-            taken,
-            instance,
-            defs,
-            args.batch_size,
-            progress,
-            run_config,
-            notice=notice,
+            taken, instance, defs, args.batch_size, _progress_bar, _run_config(args), _notice
         )
+
+
+def _run_config(args: argparse.Namespace) -> dict:
+    """The modes asked for, and the deployment's chunker and model as they are set now."""
+    from tvdb_assets.lib import settings
+
+    parser_mode, embedder_mode = _modes(args)
+    max_tokens, overlap_tokens = settings.chunking()
+    model, dims = settings.embedding()
+    return {
+        # The progress bar and summary say what a user needs, failures included; the full
+        # run logs are in the Dagster UI.
+        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+        "ops": {
+            "chunks": {"config": {"max_tokens": max_tokens, "overlap_tokens": overlap_tokens}}
+        },
+        "resources": {
+            "parser": {"config": {"mode": parser_mode}},
+            "embedder": {"config": {"mode": embedder_mode, "model": model, "dims": dims}},
+        },
+    }
+
+
+def _progress_bar(done: int, total: int) -> None:
+    _progress(done, total, sys.stderr)
+
+
+def _notice(message: str) -> None:
+    sys.stderr.write(f"\n{message}\n")
+    sys.stderr.flush()
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from tvdb_assets import backfill, dagster_env
+
+    dagster_env.prepare()
+    parser_mode, embedder_mode = _modes(args)
+    plan = backfill.plan(args.reason, parser_mode, embedder_mode)
+    print(plan.describe(), flush=True)
+    if not plan.files:
+        return 0
+    if plan.paid and not args.yes:
+        if not sys.stdin.isatty():
+            print("not started: it may cost money; run it again with --yes to confirm")
+            return 1
+        answer = input(f"run {len(plan.files)} document(s) again? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("not started")
+            return 1
+    import warnings
+
+    import dagster as dg
+
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    from tvdb_assets import runner
+    from tvdb_assets.definitions import build_defs
+
+    with dagster_env.instance() as instance, redirect_stderr(_LogStream()):
+        summary = runner.rerun(
+            plan.files,
+            f"backfill --{args.reason}",
+            instance,
+            build_defs(),
+            args.batch_size,
+            _progress_bar,
+            _run_config(args),
+            _notice,
+        )
+    print(
+        f"{summary.documents} document(s) run again: {summary.stored} stored, "
+        f"{len(summary.errors)} failed; {len(summary.runs)} run(s)"
+    )
+    for error in summary.errors:
+        print(f"failed: {error.path}: {error.reason}")
+    for run_id in summary.failed_runs:
+        print(f"run failed: {run_id} (see the Dagster UI or `dagster run` logs)")
+    if summary.interrupted:
+        print("interrupted: run `tvdb backfill` again to finish")
+        return 130
+    return 0 if not (summary.errors or summary.failed_runs) else 1
 
 
 class _LogStream(io.TextIOBase):
@@ -274,6 +331,25 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--parser-mode", choices=modes, help="default: TVDB_PARSER_MODE")
     ingest.add_argument("--embedder-mode", choices=modes, help="default: TVDB_EMBEDDER_MODE")
     ingest.set_defaults(func=cmd_ingest)
+
+    backfill = sub.add_parser(
+        "backfill", help="run stored documents again: failed, fallbacks, stale or all"
+    )
+    which = backfill.add_mutually_exclusive_group(required=True)
+    for reason, meaning in (
+        ("failed", "documents that failed for a passing cause (a service, the budget)"),
+        ("fallbacks", "documents holding hybrid mode's stand-in parses or vectors"),
+        ("stale", "documents built with other chunker settings or another model"),
+        ("all", "every document in the inbox"),
+    ):
+        which.add_argument(
+            f"--{reason}", dest="reason", action="store_const", const=reason, help=meaning
+        )
+    backfill.add_argument("--yes", action="store_true", help="start without asking")
+    backfill.add_argument("--batch-size", type=int, default=None, help="documents per run")
+    backfill.add_argument("--parser-mode", choices=modes, help="default: TVDB_PARSER_MODE")
+    backfill.add_argument("--embedder-mode", choices=modes, help="default: TVDB_EMBEDDER_MODE")
+    backfill.set_defaults(func=cmd_backfill)
 
     search = sub.add_parser("search", help="semantic search; prints JSON lines")
     search.add_argument("query")

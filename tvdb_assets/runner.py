@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
@@ -23,13 +24,16 @@ from tvdb_assets.defs.pools import ensure_pools
 from tvdb_assets.defs.runs import IN_FLIGHT, fail_orphaned_runs, in_flight_keys
 from tvdb_assets.lib import ahead, database, errors, settings, store, sync, workers
 from tvdb_assets.lib.intake import IngestSummary, Intake, summarize, take_in
-from tvdb_assets.lib.store import claims
+from tvdb_assets.lib.store import claims, inbox_files, ingest_errors
 from tvdb_assets.lib.store.connection import lock_named
+from tvdb_assets.lib.store.inbox_files import InboxFile
+from tvdb_assets.lib.store.ingest_errors import IngestError
 
 Progress = Callable[[int, int], None]
 Notice = Callable[[str], None]
 
 OWNER_TAG = "tvdb/owner"
+REASON_TAG = "tvdb/reason"  # why a run re-runs stored documents (`tvdb backfill`, schedules)
 PARTITIONS_LOCK = "tvdb_assets.partitions"
 
 
@@ -76,6 +80,50 @@ def run(
     return summarize(intake, batches.runs, batches.failed_runs, interrupted)
 
 
+@dataclass
+class RerunSummary:
+    """What became of the documents `rerun` was given, read back from what is stored."""
+
+    documents: int = 0
+    stored: int = 0  # stored, with no open error
+    errors: list[IngestError] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+    failed_runs: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+
+def rerun(
+    files: Sequence[InboxFile],
+    why: str,
+    instance: dg.DagsterInstance,
+    defs: dg.Definitions,
+    batch_size: int | None = None,
+    progress: Progress | None = None,
+    run_config: dict | None = None,
+    notice: Notice | None = None,
+) -> RerunSummary:
+    """Run these stored documents again (`tvdb backfill`), in batches as `run` does, each
+    run tagged with why."""
+    keys = [f.partition_key for f in files]
+    if keys:
+        workers.start()
+    with _owner() as owner, store.connect(autocommit=True) as conn:
+        fail_orphaned_runs(instance, conn)
+        if keys:
+            ensure_pools(instance)
+        batches = Batches(instance, defs, conn, owner, run_config, batch_size, {REASON_TAG: why})
+        interrupted = False
+        try:
+            batches.finish(keys, progress, notice, 1.0, stored_too=True)
+        except (Interrupted, KeyboardInterrupt):
+            interrupted = True
+        errors = ingest_errors.open_errors(conn, keys)
+        left = {f.partition_key for f in inbox_files.unfinished(conn, keys)}
+    failed = {e.partition_key for e in errors}
+    stored = sum(1 for k in keys if k not in failed and k not in left)
+    return RerunSummary(len(keys), stored, errors, batches.runs, batches.failed_runs, interrupted)
+
+
 @contextmanager
 def _owner() -> Iterator[claims.Owner]:
     """This process as a claim owner, on a connection of its own for the advisory lock."""
@@ -109,8 +157,10 @@ class Batches:
         owner: claims.Owner,
         run_config: dict | None,
         batch_size: int | None,
+        tags: dict[str, str] | None = None,
     ) -> None:
         self.instance = instance
+        self.tags = tags or {}
         self.job = defs.resolve_job_def("ingest")
         self.conn = conn
         self.owner = owner
@@ -125,6 +175,7 @@ class Batches:
         progress: Progress | None,
         notice: Notice | None,
         poll_seconds: float,
+        stored_too: bool = False,
     ) -> None:
         tried: set[str] = set()
         waiting_said = False
@@ -139,7 +190,9 @@ class Batches:
 
         while True:
             left = [k for k in wanted if k not in tried]
-            taken = sync.take(self.conn, left, in_flight_keys(self.instance), self.owner.number)
+            taken = sync.take(
+                self.conn, left, in_flight_keys(self.instance), self.owner.number, stored_too
+            )
             settled_elsewhere = len(left) - len(taken.mine) - len(taken.elsewhere)
             show(len(tried) + settled_elsewhere)
             if taken.mine:
@@ -187,7 +240,7 @@ class Batches:
                 result = self.job.execute_in_process(
                     run_config=self.run_config,
                     instance=self.instance,
-                    tags={**range_tags(keys), OWNER_TAG: str(self.owner.number)},
+                    tags={**range_tags(keys), **self.tags, OWNER_TAG: str(self.owner.number)},
                     run_id=run_id,
                     raise_on_error=False,
                 )

@@ -120,8 +120,10 @@ def take(
     wanted: Collection[str],
     running: Collection[str],
     owner: int | None = None,
+    stored_too: bool = False,
 ) -> Take:
-    """Claim for `owner` the unfinished documents among `wanted` that nobody is working on.
+    """Claim for `owner` the unfinished documents among `wanted` that nobody is working on
+    (`stored_too`: stored ones as well, to run them again).
 
     `running` are the keys of runs in flight (queued or started); documents a live process
     has claimed are busy too. Under the inbox lock, so two takers never get the same one.
@@ -129,7 +131,11 @@ def take(
     """
     with conn.transaction():
         lock_named(conn, INBOX_LOCK)
-        unfinished = inbox_files.unfinished(conn, list(wanted))
+        if stored_too:
+            found = inbox_files.load(conn, list(wanted))
+            unfinished = [found[k] for k in wanted if k in found]
+        else:
+            unfinished = inbox_files.unfinished(conn, list(wanted))
         busy = set(claims.busy_elsewhere(conn, owner)) | set(running)
         taken = Take(
             mine=[f for f in unfinished if f.partition_key not in busy],

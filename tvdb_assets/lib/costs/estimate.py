@@ -33,9 +33,14 @@ class Plan:
 
 
 def estimate(
-    conn: psycopg.Connection, files: Sequence[tuple[str, Path]], plan: Plan, budget: Budget
+    conn: psycopg.Connection,
+    files: Sequence[tuple[str, Path]],
+    plan: Plan,
+    budget: Budget,
+    again: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, float | int | str]]:
-    """One row per document (path, status, pages, chunks, tokens, USD) and the totals."""
+    """One row per document (path, status, pages, chunks, tokens, USD) and the totals.
+    `again`: the documents are to be run again (`tvdb backfill`), stored or not."""
     parser = LocalParser()
     known = documents.hashes_by_path(conn)
     rows = []
@@ -43,7 +48,7 @@ def estimate(
     for inbox_path, source in files:
         data = source.read_bytes()
         sha = hashlib.sha256(data).hexdigest()
-        if known.get(inbox_path) == sha:
+        if known.get(inbox_path) == sha and not again:
             rows.append((inbox_path, "unchanged", 0, 0, 0, 0, 0, 0.0, 0.0))
             continue
         try:
@@ -60,9 +65,10 @@ def estimate(
         new = {h: t for h, t in hashes.items() if h not in cached and h not in seen_texts}
         seen_texts.update(new)
         tokens = sum(new.values()) if plan.embed_with_service else 0
+        status = "changed" if inbox_path in known else "new"
         rows.append((
             inbox_path,
-            "changed" if inbox_path in known else "new",
+            "again" if again else status,
             pages, billed_pages, len(chunks), sum(hashes.values()), tokens,
             prices.price("llamaparse", "default", billed_pages).usd,
             prices.price("openai", plan.model, tokens).usd if tokens else 0.0,
@@ -76,7 +82,9 @@ def estimate(
     total = float(table["parse_usd"].sum() + table["embed_usd"].sum()) if len(table) else 0.0
     totals: dict[str, float | int | str] = {
         "documents": len(table),
-        "to_ingest": int((table["status"].isin(["new", "changed"])).sum()) if len(table) else 0,
+        "to_ingest": (
+            int((table["status"].isin(["new", "changed", "again"])).sum()) if len(table) else 0
+        ),
         "pages_to_parse": int(table["pages_to_parse"].sum()) if len(table) else 0,
         "tokens_to_embed": int(table["tokens_to_embed"].sum()) if len(table) else 0,
         "estimated_usd": round(total, 6),

@@ -122,22 +122,13 @@ def _run(args: argparse.Namespace, taken: "intake.Intake") -> "intake.IngestSumm
 
 def _run_config(args: argparse.Namespace) -> dict:
     """The modes asked for, and the deployment's chunker and model as they are set now."""
-    from tvdb_assets.lib import settings
+    from tvdb_assets.defs.runs import rerun_config
 
-    parser_mode, embedder_mode = _modes(args)
-    max_tokens, overlap_tokens = settings.chunking()
-    model, dims = settings.embedding()
     return {
+        **rerun_config(*_modes(args)),
         # The progress bar and summary say what a user needs, failures included; the full
         # run logs are in the Dagster UI.
         "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
-        "ops": {
-            "chunks": {"config": {"max_tokens": max_tokens, "overlap_tokens": overlap_tokens}}
-        },
-        "resources": {
-            "parser": {"config": {"mode": parser_mode}},
-            "embedder": {"config": {"mode": embedder_mode, "model": model, "dims": dims}},
-        },
     }
 
 

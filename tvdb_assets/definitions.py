@@ -6,6 +6,7 @@ from tvdb_assets.defs.assets.indexing import chunks, embeddings
 from tvdb_assets.defs.assets.ingestion import parsed_documents, uploads
 from tvdb_assets.defs.checks import batch_checks
 from tvdb_assets.defs.resources import default_resources
+from tvdb_assets.defs.schedules import SCHEDULES
 from tvdb_assets.defs.sensors import inbox_sensor, ingest_job
 
 
@@ -16,6 +17,7 @@ def build_defs() -> dg.Definitions:
         asset_checks=[batch_checks],
         jobs=[ingest_job],
         sensors=[inbox_sensor],
+        schedules=SCHEDULES,
         resources=default_resources(),
         # Each run already covers a whole batch; a process per step would only add start-up.
         executor=dg.in_process_executor,

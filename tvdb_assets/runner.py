@@ -19,9 +19,14 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
-from tvdb_assets.defs.partitions import DOCUMENTS, cached_partition_lookups, range_tags
+from tvdb_assets.defs.partitions import (
+    DOCUMENTS,
+    PARTITIONS_LOCK,
+    cached_partition_lookups,
+    range_tags,
+)
 from tvdb_assets.defs.pools import ensure_pools
-from tvdb_assets.defs.runs import IN_FLIGHT, fail_orphaned_runs, in_flight_keys
+from tvdb_assets.defs.runs import IN_FLIGHT, REASON_TAG, fail_orphaned_runs, in_flight_keys
 from tvdb_assets.lib import ahead, database, errors, settings, store, sync, workers
 from tvdb_assets.lib.intake import IngestSummary, Intake, summarize, take_in
 from tvdb_assets.lib.store import claims, inbox_files, ingest_errors
@@ -33,8 +38,6 @@ Progress = Callable[[int, int], None]
 Notice = Callable[[str], None]
 
 OWNER_TAG = "tvdb/owner"
-REASON_TAG = "tvdb/reason"  # why a run re-runs stored documents (`tvdb backfill`, schedules)
-PARTITIONS_LOCK = "tvdb_assets.partitions"
 
 
 class Interrupted(Exception):

@@ -58,7 +58,9 @@ def test_backfill_stale_recuts_what_the_old_chunker_cut(
     out = capsys.readouterr().out
 
     assert "3 document(s) were built with other chunker settings" in out
-    assert "notes/note0.md" in out and "3 document(s) run again: 3 stored, 0 failed; 1 run(s)" in out
+    assert (
+        "notes/note0.md" in out and "3 document(s) run again: 3 stored, 0 failed; 1 run(s)" in out
+    )
     with project.connect() as conn:
         settings = conn.execute(
             "SELECT DISTINCT chunk_max_tokens, chunk_overlap_tokens FROM documents"

@@ -10,6 +10,10 @@ DOCUMENTS = "documents"
 
 documents_partitions = dg.DynamicPartitionsDefinition(name=DOCUMENTS)
 
+# Held (a Postgres advisory lock) by whoever lays out partition keys outside a sensor tick:
+# `tvdb ingest`, the schedules.
+PARTITIONS_LOCK = "tvdb_assets.partitions"
+
 # Dagster's documented run tags for a single run over a range of partitions.
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"

@@ -7,9 +7,12 @@ import dagster as dg
 import psycopg
 
 from tvdb_assets.defs.partitions import DOCUMENTS, RANGE_END_TAG, RANGE_START_TAG
+from tvdb_assets.lib import settings
 from tvdb_assets.lib.store import claims
 
 INGEST_JOB = "ingest"
+# Why a run runs stored documents again: the schedule's name, or `backfill --failed`, ...
+REASON_TAG = "tvdb/reason"
 PARTITION_TAG = "dagster/partition"
 # Set on a run failed because its process died: its documents are due again at once.
 ORPHANED_TAG = "tvdb/orphaned"
@@ -79,3 +82,17 @@ def fail_orphaned_runs(instance: dg.DagsterInstance, conn: psycopg.Connection) -
     with conn.transaction():
         claims.disown_runs(conn, orphans)
     return orphans
+
+
+def rerun_config(parser_mode: str, embedder_mode: str) -> dict:
+    """Run config for these modes and the deployment's chunker and model as the
+    environment sets them now (not as they were when the code location loaded)."""
+    max_tokens, overlap_tokens = settings.chunking()
+    model, dims = settings.embedding()
+    return {
+        "ops": {"chunks": {"config": {"max_tokens": max_tokens, "overlap_tokens": overlap_tokens}}},
+        "resources": {
+            "parser": {"config": {"mode": parser_mode}},
+            "embedder": {"config": {"mode": embedder_mode, "model": model, "dims": dims}},
+        },
+    }

@@ -27,7 +27,12 @@ def test_the_definitions_load_with_the_names_users_know() -> None:
     jobs = {job.name for job in repository.get_all_jobs() if not job.name.startswith("__")}
     assert jobs == {"ingest"}
     assert {sensor.name for sensor in repository.sensor_defs} == {"inbox_sensor"}
-    assert {schedule.name for schedule in repository.schedule_defs} == set()
+    assert {schedule.name for schedule in repository.schedule_defs} == {
+        "retry_failed",
+        "heal_fallbacks",
+        "reembed_on_model_change",
+        "reconcile_nightly",
+    }
     assert set(defs.resources or {}) == {"parser", "embedder", "upload_store", "database"}
 
 

@@ -174,3 +174,17 @@ def _where(conn: psycopg.Connection, condition: str, params: dict[str, object]) 
         f"SELECT {_COLUMNS} FROM inbox_files i WHERE {condition} ORDER BY i.raw_path", params
     ).fetchall()
     return [_file(row) for row in rows]
+
+
+def rows_without_upload(conn: psycopg.Connection) -> list[str]:
+    """Partition keys of documents (or their chunks) whose upload the registry no longer
+    holds: left by a crash between forgetting an upload and retiring its rows."""
+    rows = conn.execute(
+        """SELECT partition_key FROM documents UNION SELECT partition_key FROM chunks
+           EXCEPT SELECT partition_key FROM inbox_files ORDER BY 1"""
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def keys(conn: psycopg.Connection) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT partition_key FROM inbox_files")}

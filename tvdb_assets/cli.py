@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -110,13 +110,14 @@ def _run(args: argparse.Namespace, taken: "intake.Intake") -> "intake.IngestSumm
     from tvdb_assets import dagster_env, runner
     from tvdb_assets.definitions import build_defs
 
+    progress, notice = _reporters()
     # Dagster writes some failures (such as an event it could not store, with its SQL and
     # parameters) straight to stderr: they belong in the log file, not on the terminal.
     with dagster_env.instance() as instance, redirect_stderr(_LogStream()):
         # Built now: the resources read which keys the environment holds as it is now.
         defs = build_defs()
         return runner.run(
-            taken, instance, defs, args.batch_size, _progress_bar, _run_config(args), _notice
+            taken, instance, defs, args.batch_size, progress, _run_config(args), notice
         )
 
 
@@ -132,13 +133,19 @@ def _run_config(args: argparse.Namespace) -> dict:
     }
 
 
-def _progress_bar(done: int, total: int) -> None:
-    _progress(done, total, sys.stderr)
+def _reporters() -> tuple[Callable[[int, int], None], Callable[[str], None]]:
+    """A progress bar and notices on the terminal as it is now: while runs go, stderr
+    is redirected to the log file (`_LogStream`)."""
+    terminal = sys.stderr
 
+    def progress(done: int, total: int) -> None:
+        _progress(done, total, terminal)
 
-def _notice(message: str) -> None:
-    sys.stderr.write(f"\n{message}\n")
-    sys.stderr.flush()
+    def notice(message: str) -> None:
+        terminal.write(f"\n{message}\n")
+        terminal.flush()
+
+    return progress, notice
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
@@ -166,6 +173,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from tvdb_assets import runner
     from tvdb_assets.definitions import build_defs
 
+    progress, notice = _reporters()
     with dagster_env.instance() as instance, redirect_stderr(_LogStream()):
         summary = runner.rerun(
             plan.files,
@@ -173,9 +181,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             instance,
             build_defs(),
             args.batch_size,
-            _progress_bar,
+            progress,
             _run_config(args),
-            _notice,
+            notice,
         )
     print(
         f"{summary.documents} document(s) run again: {summary.stored} stored, "

@@ -7,8 +7,12 @@ import pytest
 
 from tvdb_assets import runner
 from tvdb_assets.definitions import defs
+from tvdb_assets.lib import stages, store
+from tvdb_assets.lib.embedding import MockEmbedder
+from tvdb_assets.lib.embedding.unavailable import UnavailableEmbedder
+from tvdb_assets.lib.ids import partition_key_for
 from tvdb_assets.lib.search import search
-from tvdb_assets.lib.store import schema
+from tvdb_assets.lib.store import embeddings, schema
 from tvdb_assets_tests.conftest import Project
 from tvdb_assets_tests.corpus import write_bad_files, write_encoded_files, write_pdf
 
@@ -411,3 +415,41 @@ def test_a_batch_reads_the_stored_partition_keys_once(
     summary = runner.ingest([more], instance, defs, batch_size=4)
     assert (summary.ingested, len(summary.runs)) == (12, 3)
     assert len(queries) <= 1 + len(summary.runs)  # with 500 keys stored already
+
+
+def test_a_document_cut_anew_serves_its_old_chunks_until_its_new_vectors_land(
+    project: Project, instance, tmp_path
+):
+    source = tmp_path / "tides"
+    source.mkdir()
+    body = " ".join(f"High water at dock {i} came at {i % 12} o'clock." for i in range(120))
+    (source / "log.md").write_text(f"# Tide log\n\n{body}\n")
+    assert ingest(source, instance).errors == []
+    keys = [partition_key_for("tides/log.md")]
+
+    def served() -> set[str]:
+        return {hit.text for hit in search("high water at the dock", k=100)}
+
+    def current() -> embeddings.Coverage:
+        with store.connect() as conn:
+            return embeddings.coverage(conn, keys, MockEmbedder.model, 1536)
+
+    old = served()
+    with store.connect() as conn:
+        report = stages.chunk_documents(conn, stages.ChunkSettings(48, 8), keys)
+    assert report.added > 0 and report.superseded > 0
+    assert served() == old  # cut anew, not yet embedded: the old chunks serve
+    assert current().without_vector == report.added
+
+    with store.connect() as conn:  # a call that may pass fails: no swap
+        stages.embed_documents(
+            conn, UnavailableEmbedder(MockEmbedder.model, 1536, "outage"), keys, None
+        )
+    assert served() == old
+
+    with store.connect() as conn:
+        stages.embed_documents(conn, MockEmbedder(1536), keys, None)
+    new = served()
+    assert new.isdisjoint(old) and len(new) == current().chunks > len(old)
+    assert current().without_vector == 0
+    assert project.scalar("SELECT count(*) FROM chunks WHERE superseded") == 0

@@ -72,7 +72,7 @@ def chunks(
                 "batch_chunks": len(every),
                 "batch_tokens": sum(r.tokens for r in every),
                 "batch_chunks_added": report.added,
-                "batch_chunks_removed": report.removed,
+                "batch_chunks_superseded": report.superseded,
                 "batch_seconds": timer.seconds,
             }
         )

@@ -20,12 +20,12 @@ from tvdb_assets.lib.store.documents import DocumentRow
 @dataclass
 class ChunkReport:
     """What `chunk_documents` did: each chunked document's rows, the documents skipped
-    and why, and the rows added and removed."""
+    and why, the rows added, and the rows superseded (they serve until the new vectors land)."""
 
     chunked: dict[str, list[ChunkRow]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     added: int = 0
-    removed: int = 0
+    superseded: int = 0
 
 
 def chunk_documents(
@@ -43,10 +43,10 @@ def chunk_documents(
     per_doc = chunk_batch(settings, docs)
     rows = [row for doc_rows in per_doc for row in doc_rows]
     with conn.transaction():
-        added, removed = chunk_store.replace(conn, [d.partition_key for d in docs], rows)
+        added, superseded = chunk_store.replace(conn, [d.partition_key for d in docs], rows)
         documents.mark_chunked(conn, docs, settings.max_tokens, settings.overlap_tokens)
     chunked = {d.partition_key: r for d, r in zip(docs, per_doc, strict=True)}
-    return ChunkReport(chunked, skipped, added, removed)
+    return ChunkReport(chunked, skipped, added, superseded)
 
 
 @dataclass(frozen=True, slots=True)

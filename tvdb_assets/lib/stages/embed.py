@@ -60,6 +60,11 @@ def embed_documents(
         failed = {e.partition_key for e in errors}
         ingest_errors.resolve(conn, [k for k in keys if k not in failed], ("embed",))
         ingest_errors.record(conn, errors)
+        # The swap: a document cut anew stops serving its old chunks once its new ones
+        # have their vectors (a text the service refused will never have one); while a
+        # call that may pass is owed, the old ones keep serving.
+        waiting = {e.partition_key for e in errors if e.transient}
+        chunk_store.drop_superseded(conn, [k for k in keys if k not in waiting])
         # Done, with their vectors or with the reason some are missing.
         documents.mark_indexed(conn, keys)
     report.embedded, report.skipped, report.errors = keys, skipped, errors

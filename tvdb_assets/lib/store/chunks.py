@@ -29,17 +29,23 @@ _TYPES = ["uuid", "text", "int4", "text[]", "text", "text", "int4", "int4", "int
 def replace(
     conn: psycopg.Connection, partition_keys: Sequence[str], rows: Sequence[ChunkRow]
 ) -> tuple[int, int]:
-    """Make these partitions' chunks exactly `rows`; return (added, removed).
+    """Make these partitions' chunks exactly `rows`; return (added, superseded).
 
     Ids derive from content, so unchanged chunks keep their rows and their embeddings; only
-    chunks that are gone are deleted (their embeddings cascade) and only new ones inserted.
+    new ones are inserted. Chunks that are gone are not deleted yet: superseded, they and
+    their vectors keep serving search until `drop_superseded`, in the transaction that
+    writes the new chunks' vectors.
     """
     keys = list(partition_keys)
+    ids = [r.id for r in rows]
     lock_partitions(conn, keys)
-    removed = conn.execute(
-        "DELETE FROM chunks WHERE partition_key = ANY(%s) AND NOT (id = ANY(%s))",
-        (keys, [r.id for r in rows]),
+    superseded = conn.execute(
+        "UPDATE chunks SET superseded = true "
+        "WHERE partition_key = ANY(%s) AND NOT (id = ANY(%s)) AND NOT superseded",
+        (keys, ids),
     ).rowcount
+    # A chunk cut again as it was before the last change is current again.
+    conn.execute("UPDATE chunks SET superseded = false WHERE id = ANY(%s) AND superseded", (ids,))
     kept = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM chunks WHERE partition_key = ANY(%s))", (keys,)
     ).fetchone()
@@ -47,7 +53,7 @@ def replace(
         # Nothing of these documents is stored (a first ingest, or every chunk changed):
         # no row can clash, so the rows go straight in.
         _copy(conn, "chunks", rows)
-        return len(rows), removed
+        return len(rows), superseded
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS incoming_chunks "
         "(LIKE chunks INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
@@ -58,7 +64,16 @@ def replace(
         "ON CONFLICT (id) DO NOTHING"
     ).rowcount
     conn.execute("TRUNCATE incoming_chunks")
-    return added, removed
+    return added, superseded
+
+
+def drop_superseded(conn: psycopg.Connection, partition_keys: Sequence[str]) -> int:
+    """Delete these documents' superseded chunks (their vectors cascade): their new chunks
+    have their vectors now."""
+    return conn.execute(
+        "DELETE FROM chunks WHERE partition_key = ANY(%s) AND superseded",
+        (list(partition_keys),),
+    ).rowcount
 
 
 def _copy(conn: psycopg.Connection, table: str, rows: Sequence[ChunkRow]) -> None:
@@ -75,10 +90,10 @@ def _copy(conn: psycopg.Connection, table: str, rows: Sequence[ChunkRow]) -> Non
 
 
 def counts(conn: psycopg.Connection, partition_keys: Sequence[str]) -> dict[str, tuple[int, int]]:
-    """partition key -> (chunks, tokens)."""
+    """partition key -> (current chunks, tokens)."""
     rows = conn.execute(
         "SELECT partition_key, count(*), coalesce(sum(tokens), 0) FROM chunks "
-        "WHERE partition_key = ANY(%s) GROUP BY partition_key",
+        "WHERE partition_key = ANY(%s) AND NOT superseded GROUP BY partition_key",
         (list(partition_keys),),
     ).fetchall()
     return {key: (n, tokens) for key, n, tokens in rows}

@@ -41,7 +41,7 @@ def pending_chunks(
     rows = conn.execute(
         """SELECT c.id, c.partition_key, c.text_sha256, c.tokens
              FROM chunks c LEFT JOIN embeddings e ON e.chunk_id = c.id
-            WHERE c.partition_key = ANY(%s)
+            WHERE c.partition_key = ANY(%s) AND NOT c.superseded
               AND (e.chunk_id IS NULL OR e.model <> %s OR e.dims <> %s OR e.fallback)
             ORDER BY c.partition_key, c.ord""",
         (list(partition_keys), model, dims),
@@ -163,12 +163,13 @@ def coverage(
     dims: int,
     fallback_model: str | None = None,
 ) -> Coverage:
-    """Of these documents' chunks (or all), how many lack a good vector of `model`; a
-    hybrid embedder's flagged stand-ins of `fallback_model` are counted apart."""
+    """Of these documents' current chunks (or all), how many lack a good vector of
+    `model`; a hybrid embedder's flagged stand-ins of `fallback_model` are counted apart."""
     keys = None if partition_keys is None else list(partition_keys)
     known = conn.execute(
         """SELECT count(*) FROM chunks c
             WHERE (%(keys)s::text[] IS NULL OR c.partition_key = ANY(%(keys)s))
+              AND NOT c.superseded
               AND NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.chunk_id = c.id)
               AND EXISTS (SELECT 1 FROM ingest_errors i WHERE i.partition_key = c.partition_key
                           AND i.stage = 'embed' AND i.resolved_at IS NULL)""",
@@ -183,7 +184,8 @@ def coverage(
                   count(*) FILTER (WHERE vector_norm(e.embedding) = 0),
                   count(*) FILTER (WHERE e.fallback AND e.model = %(fallback)s)
              FROM chunks c LEFT JOIN embeddings e ON e.chunk_id = c.id
-            WHERE (%(keys)s::text[] IS NULL OR c.partition_key = ANY(%(keys)s))""",
+            WHERE (%(keys)s::text[] IS NULL OR c.partition_key = ANY(%(keys)s))
+              AND NOT c.superseded""",
         {"model": model, "dims": dims, "keys": keys, "fallback": fallback_model},
     ).fetchone()
     chunks, missing, other_model, wrong_dims, zero, fallbacks = row or (0,) * 6

@@ -235,6 +235,15 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         ALTER TABLE documents ADD COLUMN chunk_overlap_tokens integer;
         """,
     ),
+    (
+        8,
+        """
+        -- A document cut anew keeps its old chunks, and their vectors, serving search
+        -- (`superseded`) until `embeddings` has written the new chunks' vectors; it deletes
+        -- the old ones in that same transaction.
+        ALTER TABLE chunks ADD COLUMN superseded boolean NOT NULL DEFAULT false;
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -164,8 +164,11 @@ def reconcile_nightly(
             orphans = inbox_files.rows_without_upload(conn)
             inbox_files.retire(conn, orphans)
             lock_named(conn, PARTITIONS_LOCK)
+            # Partitions first: a sensor registers an upload before it adds its partition,
+            # so every partition listed here has its registry row in the read that follows.
+            partitions = instance.get_dynamic_partitions(DOCUMENTS)
             registered = inbox_files.keys(conn)
-            gone = [k for k in instance.get_dynamic_partitions(DOCUMENTS) if k not in registered]
+            gone = [k for k in partitions if k not in registered]
             for key in gone:
                 instance.delete_dynamic_partition(DOCUMENTS, key)
         if orphans or gone:

@@ -5,9 +5,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from tvdb_assets.lib import clients, reruns, settings, store
+from tvdb_assets.lib import reruns, settings, store
 from tvdb_assets.lib.costs import budget, estimate
-from tvdb_assets.lib.embedding import MockEmbedder
 from tvdb_assets.lib.settings import Mode
 from tvdb_assets.lib.store.inbox_files import InboxFile
 
@@ -51,13 +50,7 @@ def plan(reason: reruns.Reason, parser_mode: Mode, embedder_mode: Mode) -> Plan:
         result = Plan(reason, files, paid)
         if paid and files:
             inbox = settings.uploads_dir()
-            embedder = clients.EmbedderSettings()
-            cost_plan = estimate.Plan(
-                parse_with_service=parser_mode != "mock",
-                embed_with_service=embedder_mode != "mock",
-                model=embedder.model if embedder_mode != "mock" else MockEmbedder.model,
-                dims=embedder.dims,
-            )
+            cost_plan = estimate.Plan.for_modes(parser_mode, embedder_mode)
             sources = [(f.shown, inbox / f.path) for f in files]
             result.costs, result.totals = estimate.estimate(
                 conn, sources, cost_plan, budget.from_env(), again=True

@@ -39,9 +39,8 @@ def _modes(args: argparse.Namespace) -> tuple["Mode", "Mode"]:
 
 
 def cmd_dry_run(args: argparse.Namespace) -> int:
-    from tvdb_assets.lib import clients, settings, store
+    from tvdb_assets.lib import settings, store
     from tvdb_assets.lib.costs import budget, estimate
-    from tvdb_assets.lib.embedding import MockEmbedder
     from tvdb_assets.lib.ids import shown_path
     from tvdb_assets.lib.intake import inbox_targets
 
@@ -51,13 +50,7 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
         (shown_path(dest.relative_to(inbox).as_posix()), src)
         for src, dest in inbox_targets([Path(p) for p in args.paths], inbox).pairs
     ]
-    embedder = clients.EmbedderSettings()
-    plan = estimate.Plan(
-        parse_with_service=parser_mode != "mock",
-        embed_with_service=embedder_mode != "mock",
-        model=embedder.model if embedder_mode != "mock" else MockEmbedder.model,
-        dims=embedder.dims,
-    )
+    plan = estimate.Plan.for_modes(parser_mode, embedder_mode)
     with store.connect() as conn:
         table, totals = estimate.estimate(conn, files, plan, budget.from_env())
     print(table.to_string(index=False) if len(table) else "no files")

@@ -65,21 +65,10 @@ def run(
     notice: Notice | None = None,
     poll_seconds: float = 1.0,
 ) -> IngestSummary:
-    if intake.wanted:
-        # The parse and chunk workers start (import, load the tokenizer) meanwhile.
-        workers.start()
-    # Autocommit: a claim or an owned run must be visible to others as soon as it is made.
-    with _owner() as owner, store.connect(autocommit=True) as conn:
-        fail_orphaned_runs(instance, conn)
-        if intake.wanted:
-            ensure_pools(instance)
-        _retire(instance, conn, intake.changes.removed)
-        batches = Batches(instance, defs, conn, owner, run_config, batch_size)
-        interrupted = False
-        try:
-            batches.finish([f.partition_key for f in intake.wanted], progress, notice, poll_seconds)
-        except (Interrupted, KeyboardInterrupt):
-            interrupted = True
+    keys = [f.partition_key for f in intake.wanted]
+    with _batches(instance, defs, run_config, batch_size, bool(keys)) as batches:
+        _retire(instance, batches.conn, intake.changes.removed)
+        interrupted = batches.run_all(keys, progress, notice, poll_seconds)
     return summarize(intake, batches.runs, batches.failed_runs, interrupted)
 
 
@@ -108,23 +97,35 @@ def rerun(
     """Run these stored documents again (`tvdb backfill`), in batches as `run` does, each
     run tagged with why."""
     keys = [f.partition_key for f in files]
-    if keys:
-        workers.start()
-    with _owner() as owner, store.connect(autocommit=True) as conn:
-        fail_orphaned_runs(instance, conn)
-        if keys:
-            ensure_pools(instance)
-        batches = Batches(instance, defs, conn, owner, run_config, batch_size, {REASON_TAG: why})
-        interrupted = False
-        try:
-            batches.finish(keys, progress, notice, 1.0, stored_too=True)
-        except (Interrupted, KeyboardInterrupt):
-            interrupted = True
-        errors = ingest_errors.open_errors(conn, keys)
-        left = {f.partition_key for f in inbox_files.unfinished(conn, keys)}
+    tags = {REASON_TAG: why}
+    with _batches(instance, defs, run_config, batch_size, bool(keys), tags) as batches:
+        interrupted = batches.run_all(keys, progress, notice, 1.0, stored_too=True)
+        errors = ingest_errors.open_errors(batches.conn, keys)
+        left = {f.partition_key for f in inbox_files.unfinished(batches.conn, keys)}
     failed = {e.partition_key for e in errors}
     stored = sum(1 for k in keys if k not in failed and k not in left)
     return RerunSummary(len(keys), stored, errors, batches.runs, batches.failed_runs, interrupted)
+
+
+@contextmanager
+def _batches(
+    instance: dg.DagsterInstance,
+    defs: dg.Definitions,
+    run_config: dict | None,
+    batch_size: int | None,
+    work: bool,
+    tags: dict[str, str] | None = None,
+) -> Iterator["Batches"]:
+    """This process as an owner of claims and runs, with the runs of dead owners failed."""
+    if work:
+        # The parse and chunk workers start (import, load the tokenizer) meanwhile.
+        workers.start()
+    # Autocommit: a claim or an owned run must be visible to others as soon as it is made.
+    with _owner() as owner, store.connect(autocommit=True) as conn:
+        fail_orphaned_runs(instance, conn)
+        if work:
+            ensure_pools(instance)
+        yield Batches(instance, defs, conn, owner, run_config, batch_size, tags)
 
 
 @contextmanager
@@ -171,6 +172,21 @@ class Batches:
         self.batch_size = batch_size or settings.batch_size()
         self.runs: list[str] = []
         self.failed_runs: list[str] = []
+
+    def run_all(
+        self,
+        wanted: list[str],
+        progress: Progress | None,
+        notice: Notice | None,
+        poll_seconds: float,
+        stored_too: bool = False,
+    ) -> bool:
+        """`finish`; whether Ctrl-C stopped it."""
+        try:
+            self.finish(wanted, progress, notice, poll_seconds, stored_too)
+        except (Interrupted, KeyboardInterrupt):
+            return True
+        return False
 
     def finish(
         self,

@@ -16,8 +16,9 @@ import psycopg
 import pytest
 
 from tvdb_assets import dagster_env
-from tvdb_assets.lib import database, store
+from tvdb_assets.lib import database, services, store
 from tvdb_assets_tests.fakes.fixtures import fake_llamaparse, fake_openai  # noqa: F401
+from tvdb_assets_tests.fakes.openai_fake import FakeOpenAI
 
 _ENV = (
     "TVDB_DATABASE_URL",
@@ -148,3 +149,17 @@ def project(
 def instance(project: Project) -> Iterator[dg.DagsterInstance]:
     with dg.DagsterInstance.get() as instance:
         yield instance
+
+
+@pytest.fixture
+def openai_loopback(
+    project: Project,
+    fake_openai: FakeOpenAI,  # noqa: F811 - the fixture imported above, by name
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[FakeOpenAI]:
+    """The OpenAI SDK pointed at the loopback fake, with fresh handles on the shared guards."""
+    monkeypatch.setenv("OPENAI_API_KEY", fake_openai.api_key)
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    services.reset()
+    yield fake_openai
+    services.reset()

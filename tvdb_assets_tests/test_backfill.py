@@ -3,12 +3,11 @@
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from tvdb_assets.cli import main
-from tvdb_assets.lib import services
 from tvdb_assets_tests.conftest import Project
 from tvdb_assets_tests.fakes.openai_fake import FakeOpenAI
+from tvdb_assets_tests.guards import close_circuit, open_circuit
 
 MODEL = "text-embedding-3-small"
 
@@ -19,27 +18,6 @@ def write_notes(root: Path, count: int, words: int = 400) -> Path:
         body = " ".join(f"tide{i} reading{j} harbour" for j in range(words))
         (root / f"note{i}.md").write_text(f"# Note {i}\n\n{body}\n")
     return root
-
-
-def open_circuit() -> None:
-    """An outage seen by an earlier run: the deployment's OpenAI circuit is open."""
-    breaker = services.breaker("openai", 5, 60.0)
-    for _ in range(5):
-        breaker.record_failure()
-    assert breaker.state == "open"
-
-
-def close_circuit() -> None:
-    services.breaker("openai", 5, 60.0).record_success()
-
-
-@pytest.fixture
-def openai_env(project: Project, fake_openai: FakeOpenAI, monkeypatch) -> FakeOpenAI:
-    monkeypatch.setenv("OPENAI_API_KEY", fake_openai.api_key)
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
-    services.reset()
-    yield fake_openai
-    services.reset()
 
 
 def reason_runs(instance: dg.DagsterInstance, reason: str) -> list[dg.DagsterRun]:
@@ -79,12 +57,12 @@ def test_backfill_stale_recuts_what_the_old_chunker_cut(
 
 
 def test_backfill_fallbacks_shows_the_cost_and_waits_for_yes(
-    project: Project, instance, openai_env: FakeOpenAI, tmp_path, capsys
+    project: Project, instance, openai_loopback: FakeOpenAI, tmp_path, capsys
 ):
     open_circuit()
     source = write_notes(tmp_path / "notes", 2)
     assert main(["ingest", "--embedder-mode", "hybrid", str(source)]) == 0
-    assert openai_env.requests == []  # the open circuit made no call: stand-ins instead
+    assert openai_loopback.requests == []  # the open circuit made no call: stand-ins instead
     close_circuit()
     capsys.readouterr()
 
@@ -93,7 +71,7 @@ def test_backfill_fallbacks_shows_the_cost_and_waits_for_yes(
     out = capsys.readouterr().out
     assert "2 document(s) hold hybrid mode's stand-in parses or vectors" in out
     assert "tokens_to_embed: " in out and "estimated_usd: " in out
-    assert "not started" in out and openai_env.requests == []
+    assert "not started" in out and openai_loopback.requests == []
 
     assert main(["backfill", "--fallbacks", "--embedder-mode", "hybrid", "--yes"]) == 0
     assert "2 stored, 0 failed" in capsys.readouterr().out
@@ -108,13 +86,13 @@ def test_backfill_fallbacks_shows_the_cost_and_waits_for_yes(
             "SELECT sum(units) FROM cost_ledger WHERE status = 'billed'"
         ).fetchone()[0]
     assert fallback == 0 and real == chunks > 0
-    assert billed == openai_env.billed_tokens > 0
+    assert billed == openai_loopback.billed_tokens > 0
     assert main(["backfill", "--fallbacks"]) == 0
     assert "nothing to run again" in capsys.readouterr().out
 
 
 def test_backfill_failed_retries_passing_failures_and_leaves_bad_files(
-    project: Project, instance, openai_env: FakeOpenAI, tmp_path, capsys
+    project: Project, instance, openai_loopback: FakeOpenAI, tmp_path, capsys
 ):
     source = write_notes(tmp_path / "notes", 2)
     (source / "broken.pdf").write_bytes(b"%PDF-1.7\nthis is not really a pdf")

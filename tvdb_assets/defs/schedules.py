@@ -86,6 +86,29 @@ def _run_requests(
     return requests
 
 
+def _tick(
+    context: dg.ScheduleEvaluationContext,
+    database: PostgresResource,
+    name: str,
+    reason: reruns.Reason,
+    due_only: bool = False,
+) -> list[dg.RunRequest] | dg.SkipReason:
+    """Runs for what `reason` selects. Failures and stand-ins are mended only by the
+    services, so for those it waits while a circuit is open."""
+    modes = _modes()
+    if reason == "fallbacks" and modes == ("mock", "mock"):
+        return dg.SkipReason(
+            f"{name}: mock modes cannot replace stand-ins; set TVDB_PARSER_MODE or "
+            "TVDB_EMBEDDER_MODE to real or hybrid"
+        )
+    with database.connect() as conn:
+        if reason in ("failed", "fallbacks") and (waiting := _open_circuits(conn, *modes)):
+            return dg.SkipReason(f"{name}: waiting, {waiting}")
+        built = reruns.BuildSettings.configured(modes[1])
+        files = reruns.select(conn, reason, built, due_only)
+        return _run_requests(context, conn, name, files, modes)
+
+
 @dg.schedule(
     job=ingest_job,
     cron_schedule="*/10 * * * *",
@@ -96,13 +119,7 @@ def _run_requests(
 def retry_failed(
     context: dg.ScheduleEvaluationContext, database: PostgresResource
 ) -> list[dg.RunRequest] | dg.SkipReason:
-    modes = _modes()
-    with database.connect() as conn:
-        if waiting := _open_circuits(conn, *modes):
-            return dg.SkipReason(f"retry_failed: waiting, {waiting}")
-        built = reruns.BuildSettings.configured(modes[1])
-        files = reruns.select(conn, "failed", built, due_only=True)
-        return _run_requests(context, conn, "retry_failed", files, modes)
+    return _tick(context, database, "retry_failed", "failed", due_only=True)
 
 
 @dg.schedule(
@@ -115,18 +132,7 @@ def retry_failed(
 def heal_fallbacks(
     context: dg.ScheduleEvaluationContext, database: PostgresResource
 ) -> list[dg.RunRequest] | dg.SkipReason:
-    modes = _modes()
-    if modes == ("mock", "mock"):
-        return dg.SkipReason(
-            "heal_fallbacks: mock modes cannot replace stand-ins; set TVDB_PARSER_MODE or "
-            "TVDB_EMBEDDER_MODE to real or hybrid"
-        )
-    with database.connect() as conn:
-        if waiting := _open_circuits(conn, *modes):
-            return dg.SkipReason(f"heal_fallbacks: waiting, {waiting}")
-        built = reruns.BuildSettings.configured(modes[1])
-        files = reruns.select(conn, "fallbacks", built)
-        return _run_requests(context, conn, "heal_fallbacks", files, modes)
+    return _tick(context, database, "heal_fallbacks", "fallbacks")
 
 
 @dg.schedule(
@@ -139,11 +145,7 @@ def heal_fallbacks(
 def reembed_on_model_change(
     context: dg.ScheduleEvaluationContext, database: PostgresResource
 ) -> list[dg.RunRequest] | dg.SkipReason:
-    modes = _modes()
-    with database.connect() as conn:
-        built = reruns.BuildSettings.configured(modes[1])
-        files = reruns.select(conn, "stale", built)
-        return _run_requests(context, conn, "reembed_on_model_change", files, modes)
+    return _tick(context, database, "reembed_on_model_change", "stale")
 
 
 @dg.schedule(

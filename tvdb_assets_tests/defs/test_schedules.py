@@ -5,7 +5,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from tvdb_assets.cli import main
 from tvdb_assets.definitions import build_defs
@@ -17,10 +16,10 @@ from tvdb_assets.defs.schedules import (
     reembed_on_model_change,
     retry_failed,
 )
-from tvdb_assets.lib import services
 from tvdb_assets.lib.ids import partition_key_for
 from tvdb_assets_tests.conftest import Project
 from tvdb_assets_tests.fakes.openai_fake import FakeOpenAI
+from tvdb_assets_tests.guards import close_circuit, open_circuit
 
 RESOURCES = {"upload_store": UploadsResource(), "database": PostgresResource()}
 MODEL = "text-embedding-3-small"
@@ -54,21 +53,6 @@ def write_notes(root: Path, count: int) -> Path:
         body = " ".join(f"estuary{i} sample{j} salinity" for j in range(300))
         (root / f"note{i}.md").write_text(f"# Note {i}\n\n{body}\n")
     return root
-
-
-def open_circuit() -> None:
-    breaker = services.breaker("openai", 5, 60.0)
-    for _ in range(5):
-        breaker.record_failure()
-
-
-@pytest.fixture
-def openai_env(project: Project, fake_openai: FakeOpenAI, monkeypatch) -> FakeOpenAI:
-    monkeypatch.setenv("OPENAI_API_KEY", fake_openai.api_key)
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
-    services.reset()
-    yield fake_openai
-    services.reset()
 
 
 def one_ranged_request(result, reason: str) -> dg.RunRequest:
@@ -112,7 +96,7 @@ def test_reembed_on_model_change_recuts_with_the_new_settings(
 
 
 def test_retry_failed_waits_longer_after_each_try_and_gives_up(
-    project: Project, instance, openai_env: FakeOpenAI, tmp_path, monkeypatch
+    project: Project, instance, openai_loopback: FakeOpenAI, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("TVDB_EMBEDDER_MODE", "real")
     monkeypatch.setenv("TVDB_DAILY_BUDGET_USD", "0")  # spent: every paid call is refused
@@ -135,7 +119,7 @@ def test_retry_failed_waits_longer_after_each_try_and_gives_up(
 
     open_circuit()
     assert "openai circuit open" in (tick(instance, retry_failed).skip_message or "")
-    services.breaker("openai", 5, 60.0).record_success()
+    close_circuit()
 
     with project.connect() as conn:
         conn.execute("UPDATE ingest_errors SET attempt = 6")  # tried six times already
@@ -153,7 +137,7 @@ def test_retry_failed_waits_longer_after_each_try_and_gives_up(
 
 
 def test_heal_fallbacks_waits_for_the_circuit_then_replaces_stand_ins(
-    project: Project, instance, openai_env: FakeOpenAI, tmp_path, monkeypatch
+    project: Project, instance, openai_loopback: FakeOpenAI, tmp_path, monkeypatch
 ):
     open_circuit()
     assert main(["ingest", "--embedder-mode", "hybrid", str(write_notes(tmp_path / "n", 2))]) == 0
@@ -163,14 +147,14 @@ def test_heal_fallbacks_waits_for_the_circuit_then_replaces_stand_ins(
     monkeypatch.setenv("TVDB_EMBEDDER_MODE", "hybrid")
     assert "openai circuit open" in (tick(instance, heal_fallbacks).skip_message or "")
 
-    services.breaker("openai", 5, 60.0).record_success()
+    close_circuit()
     result = tick(instance, heal_fallbacks)
     request = one_ranged_request(result, "heal_fallbacks")
     assert request.run_config["resources"]["embedder"]["config"]["mode"] == "hybrid"
     (run,) = launch(instance, result)
     assert run.status == dg.DagsterRunStatus.SUCCESS
     assert project.scalar("SELECT count(*) FROM embeddings WHERE fallback") == 0
-    assert len(openai_env.successful_requests) >= 1
+    assert len(openai_loopback.successful_requests) >= 1
     assert "nothing to run" in (tick(instance, heal_fallbacks).skip_message or "")
 
 

@@ -12,9 +12,11 @@ from pathlib import Path
 import pandas as pd
 import psycopg
 
+from tvdb_assets.lib import settings
 from tvdb_assets.lib.chunking import chunk_markdown
 from tvdb_assets.lib.costs import prices
 from tvdb_assets.lib.costs.budget import Budget
+from tvdb_assets.lib.embedding import MockEmbedder
 from tvdb_assets.lib.errors import DocumentError
 from tvdb_assets.lib.ids import sha256_text
 from tvdb_assets.lib.parsing import LocalParser
@@ -30,6 +32,13 @@ class Plan:
     embed_with_service: bool  # embedder mode real/hybrid
     model: str
     dims: int
+
+    @classmethod
+    def for_modes(cls, parser_mode: str, embedder_mode: str) -> "Plan":
+        """What runs in these modes would send, with the deployment's model."""
+        model, dims = settings.embedding()
+        embed = embedder_mode != "mock"
+        return cls(parser_mode != "mock", embed, model if embed else MockEmbedder.model, dims)
 
 
 def estimate(

@@ -23,6 +23,7 @@ from tvdb_assets.defs.partitions import (
     DOCUMENTS,
     PARTITIONS_LOCK,
     cached_partition_lookups,
+    lay_out,
     range_tags,
 )
 from tvdb_assets.defs.pools import ensure_pools
@@ -215,7 +216,7 @@ class Batches:
             settled_elsewhere = len(left) - len(taken.mine) - len(taken.elsewhere)
             show(len(tried) + settled_elsewhere)
             if taken.mine:
-                batches = self._lay_out(taken.mine)
+                batches = lay_out(self.instance, self.conn, taken.mine, self.batch_size)
                 for keys, following in zip(batches, [*batches[1:], []], strict=True):
                     # The run may parse the next batch ahead, while it stores its own.
                     ahead.set_next_batch(following)
@@ -235,19 +236,6 @@ class Batches:
                 )
                 waiting_said = True
             time.sleep(poll_seconds)
-
-    def _lay_out(self, files: list[sync.InboxFile]) -> list[list[str]]:
-        """Give the claimed documents one contiguous stretch of partition keys."""
-        with self.conn.transaction():
-            lock_named(self.conn, PARTITIONS_LOCK)
-            plan = sync.plan_partitions(
-                self.instance.get_dynamic_partitions(DOCUMENTS), files, self.batch_size
-            )
-            for key in plan.move_keys:
-                self.instance.delete_dynamic_partition(DOCUMENTS, key)
-            if plan.move_keys or plan.new_keys:
-                self.instance.add_dynamic_partitions(DOCUMENTS, plan.move_keys + plan.new_keys)
-        return plan.batches
 
     def _run(self, keys: list[str]) -> None:
         run_id = str(uuid.uuid4())

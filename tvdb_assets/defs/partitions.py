@@ -5,6 +5,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
+import psycopg
+
+from tvdb_assets.lib import sync
+from tvdb_assets.lib.store.connection import lock_named
 
 DOCUMENTS = "documents"
 
@@ -25,6 +29,25 @@ def range_tags(keys: list[str]) -> dict[str, str]:
         RANGE_START_TAG: keys[0],
         RANGE_END_TAG: keys[-1],
     }
+
+
+def lay_out(
+    instance: dg.DagsterInstance,
+    conn: psycopg.Connection,
+    files: Sequence[sync.InboxFile],
+    batch_size: int,
+) -> list[list[str]]:
+    """Give these documents one contiguous stretch of partition keys, at the end of the key
+    order (registering new ones, moving those that sit elsewhere); return the batches, each
+    a range one run covers. Under PARTITIONS_LOCK, in a transaction of `conn`."""
+    with conn.transaction():
+        lock_named(conn, PARTITIONS_LOCK)
+        plan = sync.plan_partitions(instance.get_dynamic_partitions(DOCUMENTS), files, batch_size)
+        for key in plan.move_keys:
+            instance.delete_dynamic_partition(DOCUMENTS, key)
+        if plan.move_keys or plan.new_keys:
+            instance.add_dynamic_partitions(DOCUMENTS, plan.move_keys + plan.new_keys)
+    return plan.batches
 
 
 def apply_requests(

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import dagster as dg
 import psycopg
 
-from tvdb_assets.defs.partitions import DOCUMENTS, PARTITIONS_LOCK, range_tags
+from tvdb_assets.defs.partitions import DOCUMENTS, PARTITIONS_LOCK, lay_out, range_tags
 from tvdb_assets.defs.pools import ensure_pools
 from tvdb_assets.defs.resources import PostgresResource, UploadsResource
 from tvdb_assets.defs.runs import REASON_TAG, in_flight_keys, rerun_config
@@ -61,20 +61,12 @@ def _run_requests(
     if not files:
         return dg.SkipReason(f"{name}: nothing to run" + (" now" if busy else ""))
     ensure_pools(instance)
-    with conn.transaction():
-        lock_named(conn, PARTITIONS_LOCK)
-        plan = sync.plan_partitions(
-            instance.get_dynamic_partitions(DOCUMENTS), files, settings.batch_size()
-        )
-        for key in plan.move_keys:
-            instance.delete_dynamic_partition(DOCUMENTS, key)
-        if plan.move_keys or plan.new_keys:
-            instance.add_dynamic_partitions(DOCUMENTS, plan.move_keys + plan.new_keys)
+    batches = lay_out(instance, conn, files, settings.batch_size())
     tick = context.scheduled_execution_time
     stamp = tick.isoformat() if tick else "now"
     shas = {f.partition_key: f.sha256 for f in files}
     requests = []
-    for batch in plan.batches:
+    for batch in batches:
         digest = hashlib.sha256("\n".join(f"{k}:{shas[k]}" for k in batch).encode())
         requests.append(
             dg.RunRequest(

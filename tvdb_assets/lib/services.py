@@ -6,8 +6,8 @@ Under `dagster dev` each run is a process of its own, and several run at once; a
 or a limiter in each would let four runs send four times the rate, and start a run after
 an outage with a closed circuit. So their state lives in Postgres, in `service_health`
 and `service_requests`, behind a row or advisory lock: every process of the deployment
-sees one circuit and one window per service. Times are epoch seconds, so the machines of
-a deployment keep their clocks in sync (NTP), as Dagster's schedules already assume.
+sees one circuit and one window per service. Times are epoch seconds from each process's
+clock, so the machines of a deployment keep their clocks in sync (NTP).
 """
 
 import contextlib

@@ -14,8 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:  # the CLI imports its heavy parts only when a command needs them
+    import dagster as dg
+
     from tvdb_assets.lib import intake
     from tvdb_assets.lib.settings import Mode
+
+Progress = Callable[[int, int], None]
+Notice = Callable[[str], None]
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
 
@@ -94,13 +99,25 @@ def _head_start(args: argparse.Namespace, taken: "intake.Intake") -> None:
 
 
 def _run(args: argparse.Namespace, taken: "intake.Intake") -> "intake.IngestSummary":
+    from tvdb_assets import runner
+
+    with _dagster() as (instance, defs, progress, notice):
+        return runner.run(
+            taken, instance, defs, args.batch_size, progress, _run_config(args), notice
+        )
+
+
+@contextmanager
+def _dagster() -> Iterator[tuple["dg.DagsterInstance", "dg.Definitions", Progress, Notice]]:
+    """The Dagster instance and definitions a command's runs go through, with a progress
+    bar and notices for the terminal."""
     import warnings
 
     import dagster as dg
 
     # `backfill_policy` is beta in Dagster 1.13; we rely on it knowingly, users need not hear.
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    from tvdb_assets import dagster_env, runner
+    from tvdb_assets import dagster_env
     from tvdb_assets.definitions import build_defs
 
     progress, notice = _reporters()
@@ -108,10 +125,7 @@ def _run(args: argparse.Namespace, taken: "intake.Intake") -> "intake.IngestSumm
     # parameters) straight to stderr: they belong in the log file, not on the terminal.
     with dagster_env.instance() as instance, redirect_stderr(_LogStream()):
         # Built now: the resources read which keys the environment holds as it is now.
-        defs = build_defs()
-        return runner.run(
-            taken, instance, defs, args.batch_size, progress, _run_config(args), notice
-        )
+        yield instance, build_defs(), progress, notice
 
 
 def _run_config(args: argparse.Namespace) -> dict:
@@ -126,7 +140,7 @@ def _run_config(args: argparse.Namespace) -> dict:
     }
 
 
-def _reporters() -> tuple[Callable[[int, int], None], Callable[[str], None]]:
+def _reporters() -> tuple[Progress, Notice]:
     """A progress bar and notices on the terminal as it is now: while runs go, stderr
     is redirected to the log file (`_LogStream`)."""
     terminal = sys.stderr
@@ -158,21 +172,14 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("not started")
             return 1
-    import warnings
-
-    import dagster as dg
-
-    warnings.filterwarnings("ignore", category=dg.BetaWarning)
     from tvdb_assets import runner
-    from tvdb_assets.definitions import build_defs
 
-    progress, notice = _reporters()
-    with dagster_env.instance() as instance, redirect_stderr(_LogStream()):
+    with _dagster() as (instance, defs, progress, notice):
         summary = runner.rerun(
             plan.files,
             f"backfill --{args.reason}",
             instance,
-            build_defs(),
+            defs,
             args.batch_size,
             progress,
             _run_config(args),

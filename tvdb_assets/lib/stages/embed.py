@@ -53,10 +53,10 @@ def embed_documents(
     Documents that failed upstream are skipped and said so."""
     skipped = ingest_errors.failed(conn, partition_keys, ("read", "parse", "chunk"))
     keys = [k for k in partition_keys if k not in skipped]
-    paths, hashes = documents.paths(conn, keys), documents.hashes(conn, keys)
+    stored = documents.paths_and_hashes(conn, keys)
     with conn.transaction():
         report = embed_batch(conn, embedder, keys)
-        errors = _errors(report, paths, hashes, run_id)
+        errors = _errors(report, stored, run_id)
         failed = {e.partition_key for e in errors}
         ingest_errors.resolve(conn, [k for k in keys if k not in failed], ("embed",))
         ingest_errors.record(conn, errors)
@@ -74,7 +74,7 @@ def embed_documents(
 
 
 def _errors(
-    report: EmbedReport, paths: dict[str, str], hashes: dict[str, str], run_id: str | None
+    report: EmbedReport, stored: dict[str, tuple[str, str]], run_id: str | None
 ) -> list[IngestError]:
     """One dead-letter row per document that has chunks without a vector, saying why; a
     call that failed may pass (`transient`), a text the service refused will not."""
@@ -88,16 +88,9 @@ def _errors(
         first = ", ".join(str(chunk.id) for chunk, _ in missing[:3])
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         reason = f"{len(missing)} chunk(s) without a vector ({first}{more}): {why}"
+        path, sha = stored.get(key, (key, None))
         errors.append(
-            IngestError(
-                key,
-                paths.get(key, key),
-                "embed",
-                reason,
-                hashes.get(key),
-                run_id,
-                transient=key in unanswered,
-            )  # fmt: skip
+            IngestError(key, path, "embed", reason, sha, run_id, transient=key in unanswered)
         )
     return errors
 

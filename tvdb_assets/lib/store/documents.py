@@ -100,8 +100,15 @@ def hashes(conn: psycopg.Connection, partition_keys: Sequence[str]) -> dict[str,
     return _by_key(conn, partition_keys, "sha256")
 
 
-def paths(conn: psycopg.Connection, partition_keys: Sequence[str]) -> dict[str, str]:
-    return _by_key(conn, partition_keys, "path")
+def paths_and_hashes(
+    conn: psycopg.Connection, partition_keys: Sequence[str]
+) -> dict[str, tuple[str, str]]:
+    """partition key -> (path as shown, content hash) of the stored document."""
+    rows = conn.execute(
+        "SELECT partition_key, path, sha256 FROM documents WHERE partition_key = ANY(%s)",
+        (list(partition_keys),),
+    ).fetchall()
+    return {key: (path, sha) for key, path, sha in rows}
 
 
 def _by_key(conn: psycopg.Connection, partition_keys: Sequence[str], column: str) -> dict[str, str]:

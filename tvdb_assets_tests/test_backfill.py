@@ -30,6 +30,11 @@ def test_backfill_stale_recuts_what_the_old_chunker_cut(
     assert main(["ingest", str(write_notes(tmp_path / "notes", 3))]) == 0
     monkeypatch.setenv("TVDB_CHUNK_MAX_TOKENS", "128")
     monkeypatch.setenv("TVDB_CHUNK_OVERLAP_TOKENS", "16")
+    with project.connect() as conn:  # as a backfill killed after parsing it leaves it
+        conn.execute(
+            "UPDATE documents SET indexed_at = NULL, chunk_max_tokens = NULL, "
+            "chunk_overlap_tokens = NULL WHERE path = 'notes/note2.md'"
+        )
     capsys.readouterr()
 
     assert main(["backfill", "--stale"]) == 0  # mock mode: free, so it asks nothing

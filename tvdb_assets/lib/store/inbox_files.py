@@ -148,14 +148,15 @@ def with_fallbacks(conn: psycopg.Connection) -> list[InboxFile]:
 def built_otherwise(
     conn: psycopg.Connection, max_tokens: int, overlap_tokens: int, model: str, dims: int
 ) -> list[InboxFile]:
-    """Uploads whose current content is parsed, but cut with other chunker settings (or not
-    cut yet: a run stopped half-way through a rebuild) or embedded by another model or at
-    other dims (stand-ins aside)."""
+    """Uploads whose current content is parsed but not built with these settings: cut
+    with other chunker settings, embedded by another model or at other dims (stand-ins
+    aside), or not built through (a run stopped half-way through a rebuild)."""
     return _where(
         conn,
         """EXISTS (SELECT 1 FROM documents d
                     WHERE d.partition_key = i.partition_key AND d.sha256 = i.sha256
-                      AND (d.chunk_max_tokens IS DISTINCT FROM %(max_tokens)s
+                      AND (d.indexed_at IS NULL
+                           OR d.chunk_max_tokens IS DISTINCT FROM %(max_tokens)s
                            OR d.chunk_overlap_tokens IS DISTINCT FROM %(overlap)s
                            OR EXISTS (SELECT 1 FROM embeddings e
                                        WHERE e.partition_key = d.partition_key

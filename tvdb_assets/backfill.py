@@ -16,7 +16,7 @@ SHOWN = 20
 WHY = {
     "failed": "failed for a passing cause (a service, the budget)",
     "fallbacks": "hold hybrid mode's stand-in parses or vectors",
-    "stale": "were built with other chunker settings or another model",
+    "stale": "were built with other chunker settings or another model, or half rebuilt",
     "all": "are in the inbox",
 }
 

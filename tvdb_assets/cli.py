@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     for reason, meaning in (
         ("failed", "documents that failed for a passing cause (a service, the budget)"),
         ("fallbacks", "documents holding hybrid mode's stand-in parses or vectors"),
-        ("stale", "documents built with other chunker settings or another model"),
+        ("stale", "documents built with other chunker settings or model, or half rebuilt"),
         ("all", "every document in the inbox"),
     ):
         which.add_argument(

@@ -46,11 +46,39 @@ def clean_rows(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> str:
     """A database holding one clean, uninterrupted `tvdb ingest` of every source folder."""
-    home = tmp_path_factory.mktemp("reference")
-    pipeline = _create(pg_root, "tvdb_reference", templates[0])
+    return clean_ingest(pg_root, templates, "reference", list(sources.values()), tmp_path_factory)
+
+
+# The chunker settings a backfill moves the corpus to.
+SMALL_CHUNKS = {"TVDB_CHUNK_MAX_TOKENS": "128", "TVDB_CHUNK_OVERLAP_TOKENS": "16"}
+
+
+@pytest.fixture(scope="module")
+def small_chunk_rows(
+    pg_root: str,
+    templates: tuple[str, str],
+    corpus: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, list[tuple]]:
+    """The rows of a clean ingest of the corpus cut with SMALL_CHUNKS."""
+    url = clean_ingest(pg_root, templates, "small", [corpus], tmp_path_factory, SMALL_CHUNKS)
+    return recovery.snapshot(url, ["tides-"])
+
+
+def clean_ingest(
+    pg_root: str,
+    templates: tuple[str, str],
+    name: str,
+    folders: list[Path],
+    tmp_path_factory: pytest.TempPathFactory,
+    settings: dict[str, str] | None = None,
+) -> str:
+    """The URL of a database holding one clean, uninterrupted `tvdb ingest` of `folders`."""
+    home = tmp_path_factory.mktemp(name)
+    pipeline = _create(pg_root, f"tvdb_{name}", templates[0])
     storage = database.with_database(
-        _create(pg_root, "dagster_reference", templates[1]),
-        "dagster_reference",
+        _create(pg_root, f"dagster_{name}", templates[1]),
+        f"dagster_{name}",
         scheme="postgresql+psycopg2",
     )
     env = {
@@ -63,8 +91,9 @@ def clean_rows(
         "TVDB_HOME": str(home / "tvdb"),
         "TVDB_WORKERS": "1",
         "TVDB_BATCH_SIZE": BATCH,
+        **(settings or {}),
     }
-    clean = recovery.run(["ingest", *map(str, sources.values())], home / "logs", env)
+    clean = recovery.run(["ingest", *map(str, folders)], home / "logs", env)
     assert clean.process.returncode == 0, clean.stdout + clean.stderr
     return pipeline
 
@@ -134,6 +163,35 @@ def test_sigkill_anywhere_then_the_same_command_finishes_the_job(
     unchanged = recovery.run(["ingest", str(corpus)], tmp_path / "logs")
     assert unchanged.process.returncode == 0
     assert f"{DOCUMENTS} unchanged" in unchanged.stdout and "0 run(s)" in unchanged.stdout
+
+
+@pytest.mark.slow
+def test_a_backfill_killed_between_its_chunks_and_vectors_is_finished_by_the_next(
+    batches: Project,
+    corpus: Path,
+    small_chunk_rows,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    project = batches
+    first = recovery.run(["ingest", str(corpus)], tmp_path / "logs")
+    assert first.process.returncode == 0, first.stdout + first.stderr
+    for name, value in SMALL_CHUNKS.items():
+        monkeypatch.setenv(name, value)
+    with recovery.held(project.database_url, "embeddings"):
+        child = recovery.start(["backfill", "--stale"], tmp_path / "logs")
+        recovery.wait_until_blocked(project.database_url, "embeddings", child)
+        child.signal(signal.SIGKILL)
+        child.wait()
+    # The first batch is cut anew; its old chunks, with their vectors, still serve.
+    superseded = "SELECT count(*) FROM chunks c JOIN embeddings e ON e.chunk_id = c.id "
+    assert project.scalar(superseded + "WHERE c.superseded") > 0
+
+    again = recovery.run(["backfill", "--stale"], tmp_path / "logs")
+
+    assert again.process.returncode == 0, again.stdout + again.stderr
+    assert f"{DOCUMENTS} document(s) run again: {DOCUMENTS} stored" in again.stdout
+    assert_converged(project, small_chunk_rows)
 
 
 @pytest.mark.slow

@@ -77,7 +77,7 @@ def fail_orphaned_runs(instance: dg.DagsterInstance, conn: psycopg.Connection) -
             instance.report_run_failed(
                 run, "The process running this ingest died before it finished."
             )
-        # A step of a concurrency pool (`defs.assets.batch`) holds its slot until freed.
+        # A step of a concurrency pool (`defs.pools`) holds its slot until freed.
         instance.event_log_storage.free_concurrency_slots_for_run(run_id)
     with conn.transaction():
         claims.disown_runs(conn, orphans)

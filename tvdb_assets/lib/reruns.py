@@ -26,7 +26,6 @@ from tvdb_assets.lib.store import inbox_files
 from tvdb_assets.lib.store.inbox_files import InboxFile
 
 Reason = Literal["failed", "fallbacks", "stale", "all"]
-REASONS: tuple[Reason, ...] = ("failed", "fallbacks", "stale", "all")
 
 # A document that failed for a passing cause is tried again 10 minutes later, then after
 # 20, 40, ... minutes; after 6 failed tries (about 10 hours) the schedule gives up on it,
@@ -66,6 +65,7 @@ def select(
     if reason == "fallbacks":
         return inbox_files.with_fallbacks(conn)
     if reason == "stale":
-        b = built
-        return inbox_files.built_otherwise(conn, b.max_tokens, b.overlap_tokens, b.model, b.dims)
+        return inbox_files.built_otherwise(
+            conn, built.max_tokens, built.overlap_tokens, built.model, built.dims
+        )
     return inbox_files.everything(conn)

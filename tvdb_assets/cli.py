@@ -239,7 +239,6 @@ def _report(summary: "intake.IngestSummary") -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from tvdb_assets.lib import clients, settings
-    from tvdb_assets.lib.errors import ConfigError
     from tvdb_assets.lib.search import search
 
     # Outside a Dagster run the key is read from the environment here, not through EnvVar.
@@ -247,11 +246,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         mode=args.embedder_mode or settings.mode_from_env("TVDB_EMBEDDER_MODE"),
         api_key=settings.secret("OPENAI_API_KEY"),
     )
-    try:
-        embedder = clients.embedder(config)
-    except ConfigError as exc:  # such as real mode without a key
-        print(f"tvdb search: {exc}", file=sys.stderr)
+    if config.mode == "real" and not config.api_key:
+        print("tvdb search: embedder mode 'real' needs OPENAI_API_KEY", file=sys.stderr)
         return 2
+    embedder = clients.embedder(config)
     try:
         hits = search(args.query, args.k, embedder)
     finally:

@@ -8,12 +8,19 @@ from tvdb_assets.defs.checks import batch_checks
 from tvdb_assets.defs.resources import default_resources
 from tvdb_assets.defs.schedules import SCHEDULES
 from tvdb_assets.defs.sensors import inbox_sensor, ingest_job
+from tvdb_assets.lib import settings
 
 
 def build_defs() -> dg.Definitions:
-    """Resources read their defaults (modes, which keys exist) from the environment now."""
+    """Resources read their defaults (modes, which keys exist) and `uploads` its inbox from
+    the environment now."""
     return dg.Definitions(
-        assets=[uploads, parsed_documents, chunks, embeddings],
+        assets=[
+            uploads.merge_attributes(metadata={"inbox": str(settings.uploads_dir())}),
+            parsed_documents,
+            chunks,
+            embeddings,
+        ],
         asset_checks=[batch_checks],
         jobs=[ingest_job],
         sensors=[inbox_sensor],

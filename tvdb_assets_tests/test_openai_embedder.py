@@ -98,10 +98,32 @@ def test_run_config_switches_mock_real_and_hybrid(
         ).fetchall()
     assert {(r[2], r[3], r[4]) for r in rows if r[0]} == {(MODEL, False, 1536)}
     assert {(r[2], r[3], r[4]) for r in rows if r[1]} == {("mock-feature-hash-2", True, 1536)}
-    # Flagged stand-ins are what hybrid mode promises, not vectors of another model.
+    stand_ins = sum(1 for r in rows if r[1])
+    # Flagged stand-ins are what hybrid mode promises: counted per model, not failed.
     passed, metadata = check_evaluation(instance, hybrid.runs[0], "every_chunk_has_one_vector")
-    assert passed and metadata["vectors_of_another_model"] == 0
-    assert metadata["fallback_vectors"] == sum(1 for r in rows if r[1]) > 0
+    assert passed
+    assert metadata["vectors_by_model"] == f"mock-feature-hash-2/1536 (fallback): {stand_ins}"
+    # The run says so once, with the reason and the count, and each document names the
+    # model that wrote its vectors, not the configured one.
+    warnings = [
+        r.message
+        for r in instance.all_logs(hybrid.runs[0])
+        if r.level == logging.WARNING and "hybrid fallback" in r.message
+    ]
+    assert len(warnings) == 1
+    assert "2 document(s) embedded by the local stand-in" in warnings[0] and "503" in warnings[0]
+    key = str(project.scalar("SELECT partition_key FROM documents WHERE path LIKE 'c/%' LIMIT 1"))
+    facts = partition_metadata(instance, "embeddings", key)
+    assert facts["model"] == "mock-feature-hash-2 (fallback)"
+    assert "503" in str(facts["fallback_reason"])
+    assert list(facts)[:1] == ["status"]
+
+
+def partition_metadata(instance, asset: str, key: str) -> dict[str, object]:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]), limit=1
+    ).records
+    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
 
 
 def check_evaluation(instance, run_id: str, name: str) -> tuple[bool, dict[str, object]]:

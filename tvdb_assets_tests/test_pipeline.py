@@ -4,6 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from tvdb_assets import runner
 from tvdb_assets.definitions import defs
@@ -70,6 +71,14 @@ def latest_metadata(instance: dg.DagsterInstance, asset: str, key: str) -> dict:
     return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
 
 
+def batch_figures(instance: dg.DagsterInstance, asset: str) -> dict:
+    """The figures of the asset's last batch: its one observation without a partition."""
+    records = instance.fetch_observations(dg.AssetKey(asset), limit=10).records
+    batch = [r.asset_observation for r in records if r.asset_observation.partition is None]
+    assert batch, f"no batch observation of {asset}"
+    return {k: v.value for k, v in batch[0].metadata.items()}
+
+
 def test_corpus_ingests_with_one_vector_per_chunk(project: Project, instance, tmp_path):
     source = tmp_path / "kb"
     write_corpus(source)
@@ -129,8 +138,9 @@ def test_rematerializing_a_partition_reuses_every_vector(project: Project, insta
     result = defs.resolve_job_def("ingest").execute_in_process(instance=instance, partition_key=key)
 
     assert result.success
-    meta = latest_metadata(instance, "embeddings", key)
-    assert meta["batch_embedding_calls"] == 0 and meta["batch_texts_embedded"] == 0
+    batch = batch_figures(instance, "embeddings")
+    assert batch["embedding_calls"] == 0 and batch["texts_embedded"] == 0
+    assert "batch_embedding_calls" not in latest_metadata(instance, "embeddings", key)
     assert project.scalar("SELECT array_agg(id ORDER BY id) FROM chunks") == chunk_ids
     assert table_count(project, "embeddings") == len(chunk_ids)  # type: ignore[arg-type]
 
@@ -145,9 +155,7 @@ def test_editing_a_file_reembeds_only_changed_chunks(project: Project, instance,
     summary = ingest(source, instance)
 
     assert (summary.changed, summary.new, len(summary.runs)) == (1, 0, 1)
-    key = str(project.scalar("SELECT partition_key FROM documents WHERE path LIKE '%espresso%'"))
-    meta = latest_metadata(instance, "embeddings", key)
-    assert meta["batch_texts_embedded"] == 1  # only the chunk whose text changed
+    assert batch_figures(instance, "embeddings")["texts_embedded"] == 1  # the changed chunk
     # Mock vectors cost less to make than to store: never cached (real ones are, see
     # test_openai_embedder).
     assert table_count(project, "embedding_cache") == 0
@@ -178,8 +186,48 @@ def test_bad_files_land_in_ingest_errors_and_the_rest_ingests(project: Project, 
     copies = {p.name: p.read_bytes() for p in (project.inbox / "mixed").iterdir() if p.is_file()}
     assert copies == originals  # uploads are never modified
     bad_key = str(project.scalar("SELECT partition_key FROM ingest_errors LIMIT 1"))
-    assert latest_metadata(instance, "parsed_documents", bad_key)["status"] == "failed"
+    parsed = latest_metadata(instance, "parsed_documents", bad_key)
+    assert list(parsed)[:2] == ["status", "error"] and parsed["status"] == "failed"
     assert latest_metadata(instance, "chunks", bad_key)["status"] == "skipped"
+    assert_failed_in_dagster(instance, summary.runs[0], expected)
+
+
+def assert_failed_in_dagster(
+    instance: dg.DagsterInstance, run_id: str, expected: dict[str, str]
+) -> None:
+    """Each failed document's partition of `document_ingested` is red with its stage and
+    reason; the batch check lists them; the run's tags count them."""
+    check = dg.AssetCheckKey(dg.AssetKey("embeddings"), "document_ingested")
+    records = instance.event_log_storage.get_asset_check_execution_history(check, limit=1000)
+    by_partition = {r.partition: r for r in records if r.run_id == run_id}
+    failed = {
+        key: r.event.dagster_event.asset_check_evaluation_data
+        for key, r in by_partition.items()
+        if r.status == AssetCheckExecutionRecordStatus.FAILED
+    }
+    reasons = {Path(str(e.metadata["error"].value).split(": ")[0]).name: e for e in failed.values()}
+    assert set(reasons) == set(expected)
+    for name, evaluation in reasons.items():
+        assert expected[name] in (evaluation.description or "")
+        assert evaluation.metadata["stage"].value == "parse"
+        # Aimed at this run's materialization, so the UI counts the partition's result current.
+        assert evaluation.target_materialization_data.run_id == run_id
+    assert len(by_partition) - len(failed) == 4  # the good documents passed
+    table = check_evaluation_metadata(instance, run_id, "batch_documents_ingested")
+    rows = table["failed_documents"].value.records
+    assert {Path(r.data["path"]).name for r in rows} == set(expected)
+    assert {r.data["stage"] for r in rows} == {"parse"}
+    tags = instance.get_run_by_id(run_id).tags
+    assert tags["tvdb/failed"] == str(len(expected))
+    assert tags["tvdb/correlation_id"] == run_id.replace("-", "")[:16]
+
+
+def check_evaluation_metadata(instance: dg.DagsterInstance, run_id: str, name: str) -> dict:
+    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = record.dagster_event.asset_check_evaluation_data
+        if evaluation.check_name == name:
+            return dict(evaluation.metadata)
+    raise AssertionError(f"{name} was not evaluated in run {run_id}")
 
 
 def test_other_encodings_are_decoded(project: Project, instance, tmp_path):
@@ -242,6 +290,8 @@ def test_data_quality_checks_run_with_each_batch(project: Project, instance, tmp
 
     healthy = job.execute_in_process(instance=instance, partition_key=key)
     assert check_results(healthy) == {
+        "document_ingested": True,
+        "batch_documents_ingested": True,
         "every_chunk_has_one_vector": True,
         "documents_are_not_empty": True,
         "cost_within_budget": True,
@@ -432,7 +482,7 @@ def test_a_document_cut_anew_serves_its_old_chunks_until_its_new_vectors_land(
 
     def current() -> embeddings.Coverage:
         with store.connect() as conn:
-            return embeddings.coverage(conn, keys, MockEmbedder.model, 1536)
+            return embeddings.coverage(conn, keys)
 
     old = served()
     with store.connect() as conn:
@@ -443,7 +493,7 @@ def test_a_document_cut_anew_serves_its_old_chunks_until_its_new_vectors_land(
 
     with store.connect() as conn:  # a call that may pass fails: no swap
         stages.embed_documents(
-            conn, UnavailableEmbedder(MockEmbedder.model, 1536, "outage"), keys, None
+            conn, UnavailableEmbedder("mock", MockEmbedder.model, 1536, "outage"), keys, None
         )
     assert served() == old
 

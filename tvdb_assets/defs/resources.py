@@ -90,7 +90,8 @@ class EmbedderResource(ServiceResource):
     """
 
     credentials: OpenAICredentials
-    model: str = _EMBEDDER.model
+    # Unset: the mode's own model (mock: the mock's; real, hybrid: TVDB_EMBEDDING_MODEL).
+    model: str | None = None
     dims: int = _EMBEDDER.dims
 
     def settings(self) -> clients.EmbedderSettings:
@@ -120,6 +121,7 @@ def _settings(kind: type[S], resource: dg.ConfigurableResource, api_key: str | N
     what a run's config does not hold (the deployment's rate limits) is the settings' own."""
     names = {f.name for f in dataclasses.fields(kind)} - {"api_key"}
     given = {name: getattr(resource, name) for name in names if hasattr(resource, name)}
+    given = {name: value for name, value in given.items() if value is not None}
     return kind(api_key=api_key, **given)
 
 
@@ -133,6 +135,17 @@ def _opened(build: Callable[[], C]) -> Iterator[C]:
         yield client
     finally:
         client.close()
+
+
+class PostgresTables(dg.ConfigurableIOManager):
+    """Nothing to store: each asset writes its own rows to Postgres (`documents`, `chunks`,
+    `embeddings`) and no value passes between steps, so nothing is pickled anywhere."""
+
+    def handle_output(self, context: dg.OutputContext, obj: object) -> None:
+        return None
+
+    def load_input(self, context: dg.InputContext) -> object:
+        raise NotImplementedError("the assets read their inputs from Postgres themselves")
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -150,7 +163,7 @@ def _secret(name: str) -> Any:
     return dg.EnvVar(name) if settings.secret(name) else None
 
 
-def default_resources() -> dict[str, dg.ConfigurableResource]:
+def default_resources() -> dict[str, dg.ConfigurableResource | dg.ConfigurableIOManager]:
     return {
         "parser": ParserResource(
             credentials=LlamaCloudCredentials(api_key=_secret("LLAMA_CLOUD_API_KEY")),
@@ -162,4 +175,5 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         ),
         "upload_store": UploadsResource(mode=settings.mode_from_env("TVDB_UPLOADS_MODE")),
         "database": PostgresResource(),
+        "io_manager": PostgresTables(),
     }

@@ -5,9 +5,10 @@ import json
 from dataclasses import dataclass
 
 import dagster as dg
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from tvdb_assets.defs.assets.indexing import chunks, embeddings
-from tvdb_assets.defs.assets.ingestion import parsed_documents
+from tvdb_assets.defs.assets.ingestion import parsed_documents, uploads
 from tvdb_assets.defs.partitions import DOCUMENTS, documents_partitions, range_tags
 from tvdb_assets.defs.pools import ensure_pools
 from tvdb_assets.defs.resources import PostgresResource, UploadsResource
@@ -58,6 +59,20 @@ def apply_partition_plan(
     if plan.new_keys:
         requests.append(documents_partitions.build_add_request(plan.new_keys))
     return requests
+
+
+def observations(files: list[sync.InboxFile]) -> list[dg.AssetObservation]:
+    """An observation of `uploads` per new or changed file; its data version is the content
+    hash, so each parse records the version of the upload it read."""
+    return [
+        dg.AssetObservation(
+            asset_key=uploads.key,
+            partition=f.partition_key,
+            metadata={"path": f.shown, "bytes": f.bytes, "sha256": f.sha256},
+            tags={DATA_VERSION_TAG: f.sha256},
+        )
+        for f in files
+    ]
 
 
 @dataclass(frozen=True)
@@ -122,7 +137,11 @@ def inbox_sensor(
             if taken.elsewhere
             else "all stored"
         )
-        return dg.SensorResult(cursor=settled.dump(), skip_reason=why)
+        return dg.SensorResult(
+            cursor=settled.dump(),
+            skip_reason=why,
+            asset_events=observations(changes.added + changes.changed),
+        )
     ensure_pools(instance)  # before the runs it requests claim their first slot
     existing = instance.get_dynamic_partitions(DOCUMENTS)
     plan = sync.plan_partitions(existing, taken.mine, settings.batch_size(), changes.removed)
@@ -136,6 +155,7 @@ def inbox_sensor(
     return dg.SensorResult(
         run_requests=batch_run_requests(plan, taken.mine, generation),
         dynamic_partitions_requests=partition_requests,
+        asset_events=observations(changes.added + changes.changed),
         # Not settled until the runs are done: the next tick looks again.
         cursor=InboxCursor(None, generation).dump(),
     )

@@ -23,6 +23,7 @@ from tvdb_assets.lib.settings import Mode
 from tvdb_assets.lib.uploads import LocalInbox, UploadStore
 
 MB = 1024 * 1024
+NO_KEY = "no key ({} is not set)"
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,6 @@ class ServiceSettings:
 
     def breaker(self, service: str) -> CircuitBreaker:
         return services.breaker(service, self.circuit_failures, self.circuit_reset_seconds)
-
-    def key(self, variable: str, client: str) -> str | None:
-        """The key, or None in hybrid mode (which then falls back); real mode needs one."""
-        if not self.api_key and self.mode == "real":
-            raise ConfigError(f"{client} mode 'real' needs an API key: {variable} is not set")
-        return self.api_key or None
 
 
 @dataclass(frozen=True)
@@ -97,11 +92,10 @@ def upload_store(mode: Mode = "mock", directory: str | None = None) -> UploadSto
 def _llamaparse(config: ParserSettings, call: CallContext | None) -> Parser:
     from tvdb_assets.lib.parsing.llamaparse import LlamaParseParser
 
-    api_key = config.key("LLAMA_CLOUD_API_KEY", "parser")
-    if api_key is None:
-        return UnavailableParser("llamaparse", "LLAMA_CLOUD_API_KEY is not set")
+    if not config.api_key:  # real mode: each document fails saying so; hybrid: falls back
+        return UnavailableParser("llamaparse", NO_KEY.format("LLAMA_CLOUD_API_KEY"))
     return LlamaParseParser(
-        api_key=api_key,
+        api_key=config.api_key,
         base_url=config.base_url or settings.base_url("LLAMA_CLOUD_BASE_URL"),
         breaker=config.breaker("llamaparse"),
         ledger=Ledger(budget.from_env()),
@@ -117,11 +111,12 @@ def _llamaparse(config: ParserSettings, call: CallContext | None) -> Parser:
 def _openai(config: EmbedderSettings, call: CallContext | None) -> Embedder:
     from tvdb_assets.lib.embedding.openai_embedder import OpenAIEmbedder
 
-    api_key = config.key("OPENAI_API_KEY", "embedder")
-    if api_key is None:
-        return UnavailableEmbedder(config.model, config.dims, "OPENAI_API_KEY is not set")
+    if not config.api_key:  # real mode: each document fails saying so; hybrid: falls back
+        return UnavailableEmbedder(
+            "openai", config.model, config.dims, NO_KEY.format("OPENAI_API_KEY")
+        )
     return OpenAIEmbedder(
-        api_key=api_key,
+        api_key=config.api_key,
         base_url=config.base_url or settings.base_url("OPENAI_BASE_URL"),
         model=config.model,
         dims=config.dims,

@@ -17,6 +17,7 @@ class ParsedDocument:
     pages: int | None = None
     page_starts: tuple[int, ...] = ()
     fallback: bool = False  # hybrid: the local parser stood in for the service
+    fallback_reason: str | None = None  # why it stood in (shown, not stored)
 
 
 @dataclass(frozen=True, slots=True)

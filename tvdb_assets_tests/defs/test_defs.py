@@ -5,6 +5,7 @@ import dagster as dg
 
 from tvdb_assets.definitions import build_defs
 from tvdb_assets.defs.pools import EMBEDDER_POOL, PARSER_POOL, POOL_LIMIT, ensure_pools
+from tvdb_assets_tests.conftest import Project
 
 
 def test_the_definitions_load_with_the_names_users_know() -> None:
@@ -20,6 +21,8 @@ def test_the_definitions_load_with_the_names_users_know() -> None:
     }
     assert {(check.asset_key.to_user_string(), check.name) for check in graph.asset_check_keys} == {
         ("parsed_documents", "documents_are_not_empty"),
+        ("embeddings", "document_ingested"),
+        ("embeddings", "batch_documents_ingested"),
         ("embeddings", "every_chunk_has_one_vector"),
         ("embeddings", "cost_within_budget"),
         ("embeddings", "services_healthy"),
@@ -33,7 +36,42 @@ def test_the_definitions_load_with_the_names_users_know() -> None:
         "reembed_on_model_change",
         "reconcile_nightly",
     }
-    assert set(defs.resources or {}) == {"parser", "embedder", "upload_store", "database"}
+    assert set(defs.resources or {}) == {
+        "parser",
+        "embedder",
+        "upload_store",
+        "database",
+        "io_manager",
+    }
+
+
+def test_each_asset_names_its_table_and_columns_as_postgres_has_them(project: Project) -> None:
+    defs = build_defs()
+    for asset, table in (
+        ("parsed_documents", "documents"),
+        ("chunks", "chunks"),
+        ("embeddings", "embeddings"),
+    ):
+        metadata = defs.resolve_assets_def(asset).metadata_by_key[dg.AssetKey(asset)]
+        assert metadata["dagster/table_name"] == f"public.{table}"
+        declared = [(c.name, c.type) for c in metadata["dagster/column_schema"].columns]
+        with project.connect() as conn:
+            actual = conn.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped "
+                "ORDER BY attnum",
+                (table,),
+            ).fetchall()
+        assert declared == actual, table
+
+
+def test_the_catalog_shows_the_inbox_and_the_deployments_model(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("TVDB_UPLOADS_DIR", str(tmp_path / "inbox"))
+    defs = build_defs()
+    uploads = defs.resolve_assets_def("uploads").metadata_by_key[dg.AssetKey("uploads")]
+    assert uploads["inbox"] == str(tmp_path / "inbox")
+    embeddings = defs.resolve_assets_def("embeddings").metadata_by_key[dg.AssetKey("embeddings")]
+    assert (embeddings["model"], embeddings["dims"]) == ("text-embedding-3-small", 1536)
 
 
 def test_the_steps_that_call_a_paid_service_are_in_concurrency_pools() -> None:

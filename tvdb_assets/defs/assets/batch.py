@@ -1,16 +1,21 @@
 """What every batch asset does around its work: per-document outcomes and cheap bookkeeping."""
 
 import time
-from collections.abc import Iterator, Mapping
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
 
 from tvdb_assets.defs.partitions import cached_partition_lookups
+from tvdb_assets.lib.costs.calls import CallContext
 from tvdb_assets.lib.store.ingest_errors import IngestError
 
 _pooled: set[int] = set()
+
+CORRELATION_TAG = "tvdb/correlation_id"
+FAILED_TAG = "tvdb/failed"  # the run's documents not ingested, once its steps are done
 
 # The job's own executor (`definitions`), and the one `execute_in_process` puts in its place
 # (its name in dagster 1.13.27).
@@ -40,23 +45,70 @@ def pool_event_connections(context: dg.AssetExecutionContext) -> None:
         _pooled.add(id(instance))
 
 
+def call_context(context: dg.AssetExecutionContext) -> CallContext:
+    """The run's calls under one correlation id, the same in each of its steps, and on the
+    run as a tag to find it by."""
+    run = context.run
+    correlation_id = run.tags.get(CORRELATION_TAG) or run.run_id.replace("-", "")[:16]
+    if CORRELATION_TAG not in run.tags:
+        context.instance.add_run_tags(run.run_id, {CORRELATION_TAG: correlation_id})
+    return CallContext(run.run_id, context.partition_keys, correlation_id)
+
+
 def report_ok(
     context: dg.AssetExecutionContext, partition_key: str, metadata: Mapping[str, Any]
 ) -> None:
     context.add_asset_metadata({"status": "ok", **metadata}, partition_key=partition_key)
 
 
-def report_failed(context: dg.AssetExecutionContext, error: IngestError) -> None:
+def report_failed(
+    context: dg.AssetExecutionContext,
+    error: IngestError,
+    metadata: Mapping[str, Any] | None = None,
+) -> None:
     """One document's failure shows on its own partition; the run and the others go on."""
-    context.log.warning(f"{error.path}: {error.reason}")
     context.add_asset_metadata(
-        {"status": "failed", "error": f"{error.path}: {error.reason}", "stage": error.stage},
+        {"status": "failed", "error": f"{error.path}: {error.reason}", "stage": error.stage}
+        | dict(metadata or {}),
         partition_key=error.partition_key,
     )
 
 
 def report_skipped(context: dg.AssetExecutionContext, partition_key: str, why: str) -> None:
-    context.add_asset_metadata({"status": "skipped", "reason": why}, partition_key=partition_key)
+    context.add_asset_metadata({"status": "skipped", "error": why}, partition_key=partition_key)
+
+
+def report_batch(
+    context: dg.AssetExecutionContext,
+    summary: str,
+    figures: Mapping[str, Any],
+    failed: Sequence[IngestError] = (),
+) -> None:
+    """The batch's own figures, once: a summary line that ends the step, and one
+    observation of the asset without a partition, which plots by partition leave out.
+
+    The failures are one WARNING each (the reason on the run's log), and the run's tag
+    `tvdb/failed` counts its documents not ingested so far.
+    """
+    for error in failed:
+        context.log.warning(f"{error.path}: {error.stage} failed: {error.reason}")
+    context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata=figures))
+    context.log.info(summary)
+
+
+def warn_fallbacks(context: dg.AssetExecutionContext, what: str, reasons: Sequence[str]) -> None:
+    """Hybrid mode's stand-ins of a batch in one WARNING: how many, and why."""
+    if not reasons:
+        return
+    why = "; ".join(f"{reason} ({n})" for reason, n in Counter(reasons).most_common())
+    context.log.warning(
+        f"hybrid fallback: {len(reasons)} {what} by the local stand-in, flagged for "
+        f"heal_fallbacks: {why}"
+    )
+
+
+def tag_failed(context: dg.AssetExecutionContext, failed: int) -> None:
+    context.instance.add_run_tags(context.run.run_id, {FAILED_TAG: str(failed)})
 
 
 class Timer:

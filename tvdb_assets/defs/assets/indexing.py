@@ -1,26 +1,33 @@
 """Parsed documents become chunks, and chunks become vectors in pgvector."""
 
 from collections import Counter
+from typing import Any
 
 import dagster as dg
 
 from tvdb_assets.defs.assets.batch import (
     Timer,
     batch_bookkeeping,
+    call_context,
     circuit_metadata,
+    report_batch,
+    report_failed,
     report_ok,
     report_skipped,
+    tag_failed,
+    warn_fallbacks,
 )
 from tvdb_assets.defs.assets.ingestion import parsed_documents
 from tvdb_assets.defs.partitions import documents_partitions
 from tvdb_assets.defs.pools import EMBEDDER_POOL
 from tvdb_assets.defs.resources import EmbedderResource, PostgresResource
-from tvdb_assets.lib import stages
-from tvdb_assets.lib.costs.calls import CallContext
+from tvdb_assets.defs.tables import table_metadata
+from tvdb_assets.lib import settings, stages
 from tvdb_assets.lib.store import embeddings as embedding_store
 
-# The deployment's chunker settings (TVDB_CHUNK_MAX_TOKENS, _OVERLAP_TOKENS).
+# The deployment's chunker settings (TVDB_CHUNK_MAX_TOKENS, _OVERLAP_TOKENS) and model.
 _CHUNKING = stages.ChunkSettings()
+_MODEL, _DIMS = settings.embedding()
 
 
 class ChunkingConfig(dg.Config):
@@ -35,6 +42,7 @@ class ChunkingConfig(dg.Config):
     deps=[parsed_documents],
     group_name="indexing",
     kinds={"python", "postgres"},
+    metadata=table_metadata("chunks"),
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def chunks(
@@ -60,22 +68,32 @@ def chunks(
                 key,
                 {
                     "chunks": len(rows),
+                    "dagster/row_count": len(rows),
                     "tokens": sum(tokens),
                     "max_chunk_tokens": max(tokens, default=0),
                     "first_chunk": dg.MetadataValue.md(rows[0].text[:400] if rows else ""),
                 },
             )
         every = [row for rows in report.chunked.values() for row in rows]
-        return dg.MaterializeResult(
-            metadata={
-                "batch_documents": len(report.chunked),
-                "batch_chunks": len(every),
-                "batch_tokens": sum(r.tokens for r in every),
-                "batch_chunks_added": report.added,
-                "batch_chunks_superseded": report.superseded,
-                "batch_seconds": timer.seconds,
-            }
+        report_batch(
+            context,
+            f"[{call_context(context).correlation_id}] cut {len(report.chunked)} document(s) "
+            f"into {len(every)} chunk(s) of at most {settings.max_tokens} tokens in "
+            f"{timer.seconds:.1f} s: {report.added} new, {len(report.skipped)} skipped",
+            {
+                "documents": len(report.chunked),
+                "chunks": len(every),
+                "tokens": sum(r.tokens for r in every),
+                "chunks_added": report.added,
+                "chunks_superseded": report.superseded,
+                "skipped": len(report.skipped),
+                "max_tokens": settings.max_tokens,
+                "overlap_tokens": settings.overlap_tokens,
+                "seconds": timer.seconds,
+            },
         )
+        tag_failed(context, len(report.skipped))
+        return dg.MaterializeResult()
 
 
 @dg.asset(
@@ -83,6 +101,14 @@ def chunks(
     deps=[chunks],
     group_name="indexing",
     kinds={"python", "pgvector"},
+    metadata={
+        **table_metadata("embeddings"),
+        # The deployment's model (TVDB_EMBEDDING_MODEL, _DIMS); each document's metadata
+        # names the model that wrote its vectors.
+        "model": _MODEL,
+        "dims": _DIMS,
+        "index": embedding_store.index_name(_MODEL, _DIMS),
+    },
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=EMBEDDER_POOL,
 )
@@ -98,7 +124,7 @@ def embeddings(
     with batch_bookkeeping(context):
         timer = Timer()
         keys = context.partition_keys
-        call = CallContext(context.run.run_id, keys)
+        call = call_context(context)
         context.log.info(f"[{call.correlation_id}] embedding the chunks of {len(keys)} document(s)")
         with database.connect() as conn, embedder.client(call) as client:
             report = stages.embed_documents(conn, client, keys, context.run.run_id)
@@ -106,37 +132,56 @@ def embeddings(
         for key, why in report.skipped.items():
             report_skipped(context, key, why)
         missing = Counter(c.partition_key for c, _ in report.rejected + report.unembedded)
-        reasons = {e.partition_key: e.reason for e in report.errors}
+        errors = {e.partition_key: e for e in report.errors}
+        stand_in = report.fallback_model[0] if report.fallback_model else None
         for key in report.embedded:
             count, _ = report.totals.get(key, (0, 0))
-            metadata = {
-                "vectors": count - missing[key],
+            fallbacks = report.fallbacks.get(key, 0)
+            vectors = count - missing[key]
+            metadata: dict[str, Any] = {
+                "vectors": vectors,
+                "dagster/row_count": vectors,
                 "new_vectors": report.per_partition.get(key, 0),
-                "fallback_vectors": report.fallbacks.get(key, 0),
-                "model": client.model,
-                "dims": client.dims,
+                "fallback_vectors": fallbacks,
+                "model": _models_written(client.model, vectors, fallbacks, stand_in),
             }
-            if key in reasons:
-                context.add_asset_metadata(
-                    {"status": "failed", "error": reasons[key], **metadata}, partition_key=key
-                )
+            if fallbacks:
+                metadata["fallback_reason"] = report.fallback_reasons.get(key, "")
+            if key in errors:
+                report_failed(context, errors[key], metadata)
             else:
                 report_ok(context, key, metadata)
-        return dg.MaterializeResult(
-            metadata={
-                "model": client.model,
-                "dims": client.dims,
-                "index": embedding_store.index_name(client.model, client.dims),
-                "batch_vectors_written": report.chunks,
-                "batch_cache_hits": report.from_cache,
-                "batch_texts_embedded": report.embedded_texts,
-                "batch_tokens_embedded": report.tokens,
-                "batch_embedding_calls": report.calls,
-                "batch_fallback_vectors": sum(report.fallbacks.values()),
-                "batch_chunks_rejected": len(report.rejected),
-                "batch_chunks_unembedded": len(report.unembedded),
-                "batch_seconds": timer.seconds,
+        warn_fallbacks(context, "document(s) embedded", list(report.fallback_reasons.values()))
+        report_batch(
+            context,
+            f"[{call.correlation_id}] wrote {report.chunks} vector(s) of {client.model} for "
+            f"{len(report.embedded)} document(s) in {timer.seconds:.1f} s: "
+            f"{report.from_cache} from the cache, {report.embedded_texts} text(s) embedded in "
+            f"{report.calls} call(s), {sum(report.fallbacks.values())} stand-in(s), "
+            f"{len(report.errors)} document(s) failed, {len(report.skipped)} skipped",
+            {
+                "vectors_written": report.chunks,
+                "cache_hits": report.from_cache,
+                "texts_embedded": report.embedded_texts,
+                "tokens_embedded": report.tokens,
+                "embedding_calls": report.calls,
+                "fallback_vectors": sum(report.fallbacks.values()),
+                "chunks_rejected": len(report.rejected),
+                "chunks_unembedded": len(report.unembedded),
+                "seconds": timer.seconds,
                 "correlation_id": call.correlation_id,
                 **circuit_metadata(report.circuit),
-            }
+            },
+            report.errors,
         )
+        tag_failed(context, len(report.errors) + len(report.skipped))
+        return dg.MaterializeResult()
+
+
+def _models_written(model: str, vectors: int, fallbacks: int, stand_in: str | None) -> str:
+    """The model of the vectors a document holds now: hybrid stand-ins are another's."""
+    if not fallbacks or stand_in is None:
+        return model
+    if fallbacks >= vectors:
+        return f"{stand_in} (fallback)"
+    return f"{model}, {stand_in} (fallback)"

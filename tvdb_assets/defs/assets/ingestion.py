@@ -8,9 +8,13 @@ import psycopg
 from tvdb_assets.defs.assets.batch import (
     Timer,
     batch_bookkeeping,
+    call_context,
     circuit_metadata,
+    report_batch,
     report_failed,
     report_ok,
+    tag_failed,
+    warn_fallbacks,
 )
 from tvdb_assets.defs.partitions import documents_partitions
 from tvdb_assets.defs.pools import PARSER_POOL
@@ -20,8 +24,8 @@ from tvdb_assets.defs.resources import (
     PostgresResource,
     UploadsResource,
 )
+from tvdb_assets.defs.tables import table_metadata
 from tvdb_assets.lib import stages
-from tvdb_assets.lib.costs.calls import CallContext
 from tvdb_assets.lib.parsing import Parser
 from tvdb_assets.lib.store.documents import DocumentRow
 from tvdb_assets.lib.uploads import UploadStore
@@ -30,7 +34,9 @@ PREVIEW_CHARS = 600
 
 uploads = dg.AssetSpec(
     "uploads",
-    description="The inbox itself: files users drop in. Watched by the sensor, never written.",
+    description="The inbox itself: files users drop in. Watched by the sensor, never written; "
+    "the sensor observes each new or changed file (path, bytes, sha256; data version = "
+    "content hash).",
     group_name="ingestion",
     kinds={"filesystem"},
     partitions_def=documents_partitions,
@@ -42,6 +48,7 @@ uploads = dg.AssetSpec(
     deps=[uploads],
     group_name="ingestion",
     kinds={"python", "postgres"},
+    metadata=table_metadata("documents"),
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=PARSER_POOL,
 )
@@ -60,7 +67,7 @@ def parsed_documents(
     with batch_bookkeeping(context):
         timer = Timer()
         keys = context.partition_keys
-        call = CallContext(context.run.run_id, keys)
+        call = call_context(context)
         context.log.info(f"[{call.correlation_id}] parsing {len(keys)} document(s)")
         uploads_client = upload_store.client()
         with database.connect() as conn, parser.client(call) as client:
@@ -68,41 +75,55 @@ def parsed_documents(
             _work_ahead(context, embedder, conn, report.parsed, uploads_client, client)
 
         for outcome in report.outcomes:
-            if outcome.document is None:
-                continue
-            doc = outcome.document
-            report_ok(
-                context,
-                doc.partition_key,
-                {
-                    "path": doc.path,
-                    "bytes": doc.bytes,
-                    "mime": doc.mime,
-                    "parser": doc.parser,
-                    "pages": doc.pages if doc.pages is not None else 0,
-                    "characters": len(doc.markdown),
-                    "parse_seconds": round(outcome.seconds, 4),
-                    "from_parse_cache": outcome.cached,
-                    "fallback": doc.fallback,
-                    "preview": dg.MetadataValue.md(doc.markdown[:PREVIEW_CHARS]),
-                },
-            )
+            if outcome.document is not None:
+                report_ok(context, outcome.document.partition_key, _facts(outcome))
         for error in report.errors:
             report_failed(context, error)
         parsed = report.parsed
-        return dg.MaterializeResult(
-            metadata={
-                "batch_documents": len(keys),
-                "batch_parsed": len(parsed),
-                "batch_failed": len(report.errors),
-                "batch_bytes": sum(d.bytes for d in parsed),
-                "batch_from_parse_cache": sum(1 for o in report.outcomes if o.cached),
-                "batch_fallbacks": sum(1 for d in parsed if d.fallback),
-                "batch_seconds": timer.seconds,
+        cached = sum(1 for o in report.outcomes if o.cached)
+        fallbacks = [d for d in parsed if d.fallback]
+        warn_fallbacks(context, "document(s) parsed", [d.fallback_reason or "" for d in fallbacks])
+        report_batch(
+            context,
+            f"[{call.correlation_id}] parsed {len(parsed)} of {len(keys)} document(s) in "
+            f"{timer.seconds:.1f} s: {len(report.errors)} failed, {cached} from the parse "
+            f"cache, {len(fallbacks)} fallback(s)",
+            {
+                "documents": len(keys),
+                "parsed": len(parsed),
+                "failed": len(report.errors),
+                "bytes": sum(d.bytes for d in parsed),
+                "from_parse_cache": cached,
+                "fallbacks": len(fallbacks),
+                "seconds": timer.seconds,
                 "correlation_id": call.correlation_id,
                 **circuit_metadata(report.circuit),
-            }
+            },
+            report.errors,
         )
+        tag_failed(context, len(report.errors))
+        return dg.MaterializeResult()
+
+
+def _facts(outcome: stages.ParseOutcome) -> dict[str, Any]:
+    """One parsed document's own facts, for its partition."""
+    doc = outcome.document
+    assert doc is not None
+    facts: dict[str, Any] = {
+        "path": doc.path,
+        "parser": doc.parser,
+        "dagster/row_count": 1,
+        "bytes": doc.bytes,
+        "mime": doc.mime,
+        "pages": doc.pages if doc.pages is not None else 0,
+        "characters": len(doc.markdown),
+        "parse_seconds": round(outcome.seconds, 4),
+        "from_parse_cache": outcome.cached,
+    }
+    if doc.fallback:
+        facts["fallback_reason"] = doc.fallback_reason or "the service could not answer"
+    facts["preview"] = dg.MetadataValue.md(doc.markdown[:PREVIEW_CHARS])
+    return facts
 
 
 def _work_ahead(

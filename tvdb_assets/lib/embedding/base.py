@@ -83,10 +83,6 @@ class Embedder(ABC):
         """The breaker of the service it calls (its state is saved after each batch)."""
         return None
 
-    def stand_in_model(self) -> str | None:
-        """The model whose flagged vectors stand in for this one's where it fails (hybrid)."""
-        return None
-
     def close(self) -> None:
         """Let go of what it holds open (a ledger's connection); a local embedder holds none."""
         return None

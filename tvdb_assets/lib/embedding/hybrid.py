@@ -30,9 +30,6 @@ class HybridEmbedder(Embedder):
     def circuit(self) -> CircuitBreaker | None:
         return self.real.circuit()
 
-    def stand_in_model(self) -> str | None:
-        return self.local.model
-
     def close(self) -> None:
         self.real.close()
         self.local.close()

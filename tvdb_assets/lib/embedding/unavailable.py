@@ -10,11 +10,12 @@ from tvdb_assets.lib.errors import ServiceError
 class UnavailableEmbedder(Embedder):
     """Has the real model's name and dims, so hybrid mode falls back exactly as on an outage."""
 
-    def __init__(self, model: str, dims: int, reason: str) -> None:
+    def __init__(self, service: str, model: str, dims: int, reason: str) -> None:
         super().__init__()
+        self.service = service
         self.model = model
         self.dims = dims
         self.reason = reason
 
     def _embed_batch(self, texts: list[str]) -> npt.NDArray[np.floating]:
-        raise ServiceError(self.model, self.reason, retryable=False)
+        raise ServiceError(self.service, self.reason, retryable=False)

@@ -33,8 +33,8 @@ class HybridParser(Parser):
     def parse(self, path: str, data: bytes) -> ParsedDocument:
         try:
             return self.real.parse(path, data)
-        except (ServiceError, BudgetExceeded):
-            return replace(self.local.parse(path, data), fallback=True)
+        except (ServiceError, BudgetExceeded) as exc:
+            return replace(self.local.parse(path, data), fallback=True, fallback_reason=str(exc))
 
 
 class UnavailableParser(Parser):

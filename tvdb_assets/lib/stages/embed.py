@@ -27,6 +27,7 @@ class EmbedReport:
     per_partition: dict[str, int] = field(default_factory=dict)
     fallbacks: dict[str, int] = field(default_factory=dict)  # hybrid: fallback vectors
     fallback_model: tuple[str, int] | None = None  # hybrid: their model and dims
+    fallback_reasons: dict[str, str] = field(default_factory=dict)  # hybrid: why, per document
     rejected: list[tuple[PendingChunk, str]] = field(default_factory=list)  # refused: no vector
     unembedded: list[tuple[PendingChunk, str]] = field(default_factory=list)  # failed, no fallback
     # Filled in by `embed_documents`:
@@ -153,6 +154,9 @@ def _embed_slice(
         if stand_ins is not None:
             substitutes = {missing[i]: vector for i, vector in stand_ins.vectors.items()}
             report.fallback_model = (stand_ins.model, stand_ins.dims)
+            for i in stand_ins.vectors:
+                for c in by_text[missing[i]]:
+                    report.fallback_reasons[c.partition_key] = result.missing[i]
         for i, reason in result.rejected.items():
             report.rejected += [(c, reason) for c in by_text[missing[i]]]
         for i, reason in result.missing.items():

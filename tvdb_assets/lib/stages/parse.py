@@ -116,6 +116,7 @@ def _parse_one(
     document = DocumentRow(
         file.partition_key, file.shown, sha, len(data), parsed.mime, parsed.parser,
         parsed.pages, parsed.page_starts, parsed.markdown, parsed.fallback,
+        parsed.fallback_reason,
     )  # fmt: skip
     seconds = time.perf_counter() - started
     return ParseOutcome(file, document, None, seconds, cached=parsed is cached)

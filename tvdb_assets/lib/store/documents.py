@@ -20,6 +20,7 @@ class DocumentRow:
     page_starts: tuple[int, ...]
     markdown: str
     fallback: bool = False  # hybrid: parsed locally because the service could not answer
+    fallback_reason: str | None = None  # why: reported by the run, not stored
 
 
 _COLUMNS = (

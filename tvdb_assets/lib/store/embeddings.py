@@ -145,49 +145,47 @@ def nearest(
 
 @dataclass(frozen=True, slots=True)
 class Coverage:
-    """How the chunks of some documents stand against one (model, dims)."""
+    """How the chunks of some documents stand: which lack a vector or hold a broken one,
+    and how many vectors each model wrote (a hybrid fallback or a model change in progress
+    leaves several)."""
 
     chunks: int
     without_vector: int
     without_vector_known_why: int  # an open embed error in `ingest_errors` says why
-    of_another_model: int
-    with_wrong_dims: int
+    with_wrong_dims: int  # the vector's length is not its model's dims
     zero: int  # vectors of length 0: they match nothing (pgvector refuses NaN itself)
-    fallbacks: int  # flagged stand-ins of `fallback_model`, not counted as another model
+    by_model: dict[tuple[str, int, bool], int]  # (model, dims, fallback) -> vectors
 
 
-def coverage(
-    conn: psycopg.Connection,
-    partition_keys: Sequence[str] | None,
-    model: str,
-    dims: int,
-    fallback_model: str | None = None,
-) -> Coverage:
-    """Of these documents' current chunks (or all), how many lack a good vector of
-    `model`; a hybrid embedder's flagged stand-ins of `fallback_model` are counted apart."""
+def coverage(conn: psycopg.Connection, partition_keys: Sequence[str] | None) -> Coverage:
+    """Of these documents' current chunks (or all): the gaps, and the vectors per model."""
     keys = None if partition_keys is None else list(partition_keys)
+    scope = """(%(keys)s::text[] IS NULL OR c.partition_key = ANY(%(keys)s))
+               AND NOT c.superseded"""
     known = conn.execute(
-        """SELECT count(*) FROM chunks c
-            WHERE (%(keys)s::text[] IS NULL OR c.partition_key = ANY(%(keys)s))
-              AND NOT c.superseded
-              AND NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.chunk_id = c.id)
-              AND EXISTS (SELECT 1 FROM ingest_errors i WHERE i.partition_key = c.partition_key
-                          AND i.stage = 'embed' AND i.resolved_at IS NULL)""",
+        f"""SELECT count(*) FROM chunks c
+             WHERE {scope}
+               AND NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.chunk_id = c.id)
+               AND EXISTS (SELECT 1 FROM ingest_errors i WHERE i.partition_key = c.partition_key
+                           AND i.stage = 'embed' AND i.resolved_at IS NULL)""",
         {"keys": keys},
     ).fetchone()
-    row = conn.execute(
-        """SELECT count(*),
-                  count(*) FILTER (WHERE e.chunk_id IS NULL),
-                  count(*) FILTER (WHERE (e.model <> %(model)s OR e.dims <> %(dims)s)
-                                     AND NOT (e.fallback AND e.model = %(fallback)s)),
-                  count(*) FILTER (WHERE vector_dims(e.embedding) <> e.dims),
-                  count(*) FILTER (WHERE vector_norm(e.embedding) = 0),
-                  count(*) FILTER (WHERE e.fallback AND e.model = %(fallback)s)
-             FROM chunks c LEFT JOIN embeddings e ON e.chunk_id = c.id
-            WHERE (%(keys)s::text[] IS NULL OR c.partition_key = ANY(%(keys)s))
-              AND NOT c.superseded""",
-        {"model": model, "dims": dims, "keys": keys, "fallback": fallback_model},
-    ).fetchone()
-    chunks, missing, other_model, wrong_dims, zero, fallbacks = row or (0,) * 6
-    known_why = known[0] if known else 0
-    return Coverage(chunks, missing, known_why, other_model, wrong_dims, zero, fallbacks)
+    rows = conn.execute(
+        f"""SELECT e.model, e.dims, e.fallback, count(*),
+                   count(*) FILTER (WHERE e.chunk_id IS NOT NULL
+                                      AND vector_dims(e.embedding) <> e.dims),
+                   count(*) FILTER (WHERE vector_norm(e.embedding) = 0)
+              FROM chunks c LEFT JOIN embeddings e ON e.chunk_id = c.id
+             WHERE {scope}
+             GROUP BY 1, 2, 3""",
+        {"keys": keys},
+    ).fetchall()
+    by_model = {(m, d, f): n for m, d, f, n, _, _ in rows if m is not None}
+    return Coverage(
+        chunks=sum(r[3] for r in rows),
+        without_vector=sum(r[3] for r in rows if r[0] is None),
+        without_vector_known_why=known[0] if known else 0,
+        with_wrong_dims=sum(r[4] for r in rows),
+        zero=sum(r[5] for r in rows),
+        by_model=by_model,
+    )

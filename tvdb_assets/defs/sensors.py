@@ -61,11 +61,16 @@ def apply_partition_plan(
     return requests
 
 
-def observations(files: list[sync.InboxFile]) -> list[dg.AssetObservation]:
-    """An observation of `uploads` per new or changed file; its data version is the content
-    hash, so each parse records the version of the upload it read."""
+def upload_events(files: list[sync.InboxFile]) -> list[dg.AssetMaterialization]:
+    """An event of `uploads` per new or changed file, with the content hash as its data
+    version: each parse then records the version of the upload it read, and a changed
+    upload shows its documents' assets as changed upstream.
+
+    Materializations of an asset Dagster does not run, not observations: Dagster 1.13 reads
+    partitioned inputs' data versions from materializations only (its data_version_cache).
+    """
     return [
-        dg.AssetObservation(
+        dg.AssetMaterialization(
             asset_key=uploads.key,
             partition=f.partition_key,
             metadata={"path": f.shown, "bytes": f.bytes, "sha256": f.sha256},
@@ -140,7 +145,7 @@ def inbox_sensor(
         return dg.SensorResult(
             cursor=settled.dump(),
             skip_reason=why,
-            asset_events=observations(changes.added + changes.changed),
+            asset_events=upload_events(changes.added + changes.changed),
         )
     ensure_pools(instance)  # before the runs it requests claim their first slot
     existing = instance.get_dynamic_partitions(DOCUMENTS)
@@ -155,7 +160,7 @@ def inbox_sensor(
     return dg.SensorResult(
         run_requests=batch_run_requests(plan, taken.mine, generation),
         dynamic_partitions_requests=partition_requests,
-        asset_events=observations(changes.added + changes.changed),
+        asset_events=upload_events(changes.added + changes.changed),
         # Not settled until the runs are done: the next tick looks again.
         cursor=InboxCursor(None, generation).dump(),
     )

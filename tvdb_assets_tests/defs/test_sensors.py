@@ -1,9 +1,11 @@
 """The inbox sensor, evaluated as the daemon would, with Dagster's test utilities."""
 
+import hashlib
 from datetime import timedelta
 
 import dagster as dg
 import psycopg
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from tvdb_assets.definitions import defs
 from tvdb_assets.defs import runs
@@ -26,7 +28,9 @@ def tick(instance: dg.DagsterInstance, cursor: str | None):
         definitions=defs,
     )
     result = inbox_sensor.evaluate_tick(context)
-    # The daemon applies partition requests; a test applies them itself.
+    # The daemon records the observations and applies partition requests; a test does it.
+    for event in result.asset_events:
+        instance.report_runless_asset_event(event)
     apply_requests(instance, result.dynamic_partitions_requests)
     return result
 
@@ -48,7 +52,28 @@ def test_new_files_become_partitions_and_batch_runs(project: Project, instance, 
     assert second.partition_key == keys[2]
     assert instance.get_dynamic_partitions(DOCUMENTS) == keys
 
+    # `uploads` records each file: its data version is the content hash, which each parse
+    # then records as the version of the upload it read.
+    shas = {
+        k: hashlib.sha256(project.inbox.joinpath(p).read_bytes()).hexdigest()
+        for k, p in zip(keys, paths, strict=True)
+    }
+    for key, path in zip(keys, paths, strict=True):
+        [record] = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("uploads"), asset_partitions=[key]),
+            limit=1,
+        ).records
+        seen = record.asset_materialization
+        assert seen.metadata["path"].value == path and seen.tags[DATA_VERSION_TAG] == shas[key]
     launch(instance, result)
+    [record] = instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("parsed_documents"), asset_partitions=[keys[2]]
+        ),
+        limit=1,
+    ).records
+    read = hashlib.sha256(shas[keys[2]].encode()).hexdigest()  # of the run's one partition
+    assert record.asset_materialization.tags["dagster/input_data_version/uploads"] == read
     settled = tick(instance, result.cursor)  # the runs stored everything
     assert settled.run_requests == [] and settled.skip_message == "all stored"
     idle = tick(instance, settled.cursor)

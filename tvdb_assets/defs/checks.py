@@ -331,7 +331,7 @@ def batch_checks(
     parser: ParserResource,
     embedder: EmbedderResource,
     database: PostgresResource,
-) -> Iterator[dg.AssetCheckResult]:
+) -> Iterator[dg.AssetCheckResult | dg.Output]:
     """The checks of a batch in one step: a step costs Dagster about 50 ms of events
     whatever it does, and these are a few queries each."""
     selected = {key.name for key in context.selected_asset_check_keys}
@@ -340,6 +340,10 @@ def batch_checks(
         failed = failed_documents(conn, keys)
         if DOCUMENT_CHECK in selected and keys is not None:
             document_ingested(context, keys, failed)
+            # What an AssetCheckResult would yield besides its evaluation: the step then
+            # counts the check as done.
+            layer = context.op_execution_context.job_def.asset_layer
+            yield dg.Output(None, layer.get_op_output_name(SPECS[DOCUMENT_CHECK].key))
         made = {
             "batch_documents_ingested": lambda: batch_documents_ingested(keys, failed),
             "documents_are_not_empty": lambda: documents_are_not_empty(conn, keys),

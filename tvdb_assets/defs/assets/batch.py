@@ -100,10 +100,11 @@ def warn_fallbacks(context: dg.AssetExecutionContext, what: str, reasons: Sequen
     """Hybrid mode's stand-ins of a batch in one WARNING: how many, and why."""
     if not reasons:
         return
-    why = "; ".join(f"{reason} ({n})" for reason, n in Counter(reasons).most_common())
+    counted = Counter(reasons).most_common()
+    why = counted[0][0] if len(counted) == 1 else "; ".join(f"{r} ({n})" for r, n in counted)
     context.log.warning(
         f"hybrid fallback: {len(reasons)} {what} by the local stand-in, flagged for "
-        f"heal_fallbacks: {why}"
+        f"heal_fallbacks to redo: {why}"
     )
 
 

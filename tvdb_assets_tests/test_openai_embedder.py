@@ -119,6 +119,27 @@ def test_run_config_switches_mock_real_and_hybrid(
     assert list(facts)[:1] == ["status"]
 
 
+def test_real_mode_without_a_key_fails_the_documents_in_one_line(
+    project, instance, tmp_path, monkeypatch
+):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    summary = ingest(
+        build_defs(), instance, write_docs(tmp_path / "nokey", 2), embedder_config("real")
+    )
+
+    # The documents fail, not the run; the old vectors, if any, would keep serving.
+    assert summary.failed_runs == [] and summary.ingested == 0
+    assert {(e.stage, e.transient) for e in summary.errors} == {("embed", True)}
+    assert all(
+        e.reason.endswith("openai: no key (OPENAI_API_KEY is not set)") for e in summary.errors
+    )
+    assert table_count(project, "embeddings") == 0
+    healthy, seen = check_evaluation(instance, summary.runs[0], "services_healthy")
+    assert not healthy and seen["services"] == "openai: no key"
+    failed, _ = check_evaluation(instance, summary.runs[0], "document_ingested")
+    assert not failed
+
+
 def partition_metadata(instance, asset: str, key: str) -> dict[str, object]:
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]), limit=1

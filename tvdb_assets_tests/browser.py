@@ -93,16 +93,24 @@ class Browser:
 
     def click_text(self, text: str) -> None:
         """Click the innermost element whose text contains `text` (list rows, say)."""
-        found = self.evaluate(
-            f"""(() => {{
-                const all = [...document.querySelectorAll("body *")]
-                  .filter(e => e.children.length === 0 && e.innerText
-                               && e.innerText.includes({json.dumps(text)}));
-                if (all.length) all[0].click();
-                return all.length > 0;
-            }})()"""
+        assert self._innermost(text, "el.click()"), f"nothing shows {text!r}"
+
+    def show(self, text: str) -> None:
+        """Scroll the innermost element whose text contains `text` into the middle."""
+        assert self._innermost(text, "el.scrollIntoView({block: 'center'})"), text
+
+    def _innermost(self, text: str, action: str) -> bool:
+        return bool(
+            self.evaluate(
+                f"""(() => {{
+                    const el = [...document.querySelectorAll("body *")]
+                      .find(e => e.children.length === 0 && e.innerText
+                                 && e.innerText.includes({json.dumps(text)}));
+                    if (el) {action};
+                    return !!el;
+                }})()"""
+            )
         )
-        assert found, f"nothing shows {text!r}"
 
     def screenshot(self, path: Path) -> None:
         data = self._call("Page.captureScreenshot", session=True, format="png")["data"]

@@ -1,5 +1,6 @@
 """Real and hybrid parsing against a loopback LlamaParse: the real SDK, cache and ledger."""
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -128,6 +129,20 @@ def test_hybrid_falls_back_to_local_parsing_on_an_outage(
         rows = conn.execute("SELECT parser, fallback FROM documents ORDER BY path").fetchall()
     assert rows == [("local/markdown", True), ("local/pdf", True)]
     assert billed(project) == (0, 0)
+    # Said once for the batch, with the count and the service's answer; each document
+    # names the parser that wrote it and why.
+    warnings = [
+        r.message
+        for r in instance.all_logs(summary.runs[0])
+        if r.level == logging.WARNING and "hybrid fallback" in r.message
+    ]
+    assert len(warnings) == 1 and "2 document(s) parsed by the local stand-in" in warnings[0]
+    assert "503" in warnings[0]
+    [record] = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("parsed_documents")), limit=1
+    ).records
+    facts = {k: v.value for k, v in record.asset_materialization.metadata.items()}
+    assert facts["parser"].startswith("local/") and "503" in str(facts["fallback_reason"])
 
 
 def test_real_mode_without_a_key_fails_each_document_with_one_line(

@@ -172,6 +172,7 @@ def test_the_ui_shows_failed_documents_failed_and_fallbacks_as_fallbacks(
         browser.open(f"http://127.0.0.1:{dev_server}/runs/{run_id}")
         shown = browser.wait_for("hybrid fallback", seconds=120)
         assert "no key (OPENAI_API_KEY is not set)" in shown
+        browser.show("hybrid fallback")
         browser.screenshot(ARTIFACTS / "hybrid-fallback-run.png")
 
 

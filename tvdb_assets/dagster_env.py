@@ -18,7 +18,8 @@ from tvdb_assets.lib import database, settings
 if TYPE_CHECKING:
     import dagster as dg
 
-INSTANCE_TEMPLATE = Path(__file__).with_name("dagster.yaml")
+# Not named dagster.yaml: `dagster dev` warns about such a file in its working directory.
+INSTANCE_TEMPLATE = Path(__file__).with_name("dagster.template.yaml")
 
 # Planned-subset events replace one "planned" event per partition with one per run, and the
 # batch size lets the run worker store events in batches (it must cover a run's documents).

@@ -115,6 +115,9 @@ _LOST = {
     ("sqlalchemy", "OperationalError"),
     ("psycopg", "InterfaceError"),
     ("psycopg2", "InterfaceError"),
+    # psycopg2 raises its base class, exactly, for "server closed the connection
+    # unexpectedly" on a pooled connection (Dagster's storage) when the server dies.
+    ("psycopg2", "DatabaseError"),
 }
 
 

@@ -1,17 +1,22 @@
-"""Checks run after each batch: data quality, the cost budget, the services' health."""
+"""Checks run after each batch: each document ingested (`document_checks`), data quality,
+the cost budget, the services' health."""
 
 from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 import psycopg
-from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-    AssetCheckEvaluationTargetMaterializationData,
-)
 
 from tvdb_assets.defs.assets.batch import FAILED_TAG
 from tvdb_assets.defs.assets.indexing import embeddings
 from tvdb_assets.defs.assets.ingestion import parsed_documents
+from tvdb_assets.defs.document_checks import (
+    DOCUMENT_CHECK,
+    batch_documents_ingested,
+    document_ingested,
+    failed_documents,
+    scope_of,
+)
 from tvdb_assets.defs.partitions import (
     DOCUMENTS,
     RANGE_END_TAG,
@@ -21,9 +26,8 @@ from tvdb_assets.defs.partitions import (
 from tvdb_assets.defs.resources import EmbedderResource, ParserResource, PostgresResource
 from tvdb_assets.lib import settings
 from tvdb_assets.lib.costs import budget
-from tvdb_assets.lib.store import cost_ledger, documents, ingest_errors, service_health
+from tvdb_assets.lib.store import cost_ledger, documents, service_health
 from tvdb_assets.lib.store import embeddings as embeddings_store
-from tvdb_assets.lib.store.ingest_errors import IngestError
 
 PARTITION_TAG = "dagster/partition"
 
@@ -41,13 +45,6 @@ def run_partition_keys(context: dg.AssetCheckExecutionContext) -> list[str] | No
     if start not in keys or end not in keys:
         return None  # a range since changed: check everything rather than guess
     return keys[keys.index(start) : keys.index(end) + 1]
-
-
-def _scope(keys: list[str] | None) -> str:
-    return f"{len(keys)} document(s) of this run" if keys is not None else "all documents"
-
-
-STAGES = ("read", "parse", "chunk", "embed")
 
 
 def every_chunk_has_one_vector(
@@ -77,108 +74,7 @@ def every_chunk_has_one_vector(
                 f"{model}/{dims}{' (fallback)' if fallback else ''}: {n}"
                 for (model, dims, fallback), n in models
             ),
-            "scope": _scope(keys),
-        },
-    )
-
-
-def failed_documents(conn: psycopg.Connection, keys: list[str] | None) -> list[IngestError]:
-    """The documents of the run that are not ingested: each one's first open error, in
-    the order of the stages (a skipped stage is implied by the failed one before it)."""
-    first: dict[str | None, IngestError] = {}
-    for error in ingest_errors.open_errors(conn, keys):
-        known = first.get(error.partition_key)
-        if known is None or STAGES.index(error.stage) < STAGES.index(known.stage):
-            first[error.partition_key] = error
-    return list(first.values())
-
-
-def document_ingested(
-    context: dg.AssetCheckExecutionContext, keys: list[str], failed: list[IngestError]
-) -> None:
-    """One evaluation per document of the run, so a failed document's partition is red.
-
-    Dagster reports a check's result on the partition of a single-partition run only; a
-    batch run covers a range, so each document's evaluation is logged by hand, aimed at
-    that partition's materialization of this run (else the UI would not count it current).
-    """
-    op = context.op_execution_context
-    targets = _materializations(context, embeddings.key)
-    why = {e.partition_key: e for e in failed}
-    for key in keys:
-        error = why.get(key)
-        metadata: dict[str, Any] = (
-            {"status": "ingested"}
-            if error is None
-            else {
-                "status": "failed",
-                "stage": error.stage,
-                "error": f"{error.path}: {error.reason}",
-                "attempt": error.attempt,
-                "retried": "by retry_failed" if error.transient else "no: fix the file",
-            }
-        )
-        # `log_event` takes an evaluation (see OpExecutionContext.log_event), though its
-        # annotation leaves it out.
-        op.log_event(
-            dg.AssetCheckEvaluation(  # type: ignore[arg-type]
-                asset_key=embeddings.key,
-                check_name=DOCUMENT_CHECK,
-                passed=error is None,
-                partition=key,
-                metadata=metadata,
-                description=None if error is None else f"{error.stage} failed: {error.reason}",
-                target_materialization_data=targets.get(key),
-                severity=dg.AssetCheckSeverity.ERROR,
-            )
-        )
-
-
-def _materializations(
-    context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey
-) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
-    """This run's materialization of each partition of `asset_key`."""
-    found = {}
-    records = context.instance.get_records_for_run(
-        context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
-    ).records
-    for record in records:
-        event = record.event_log_entry
-        materialization = event.asset_materialization
-        if materialization and materialization.asset_key == asset_key:
-            found[materialization.partition] = AssetCheckEvaluationTargetMaterializationData(
-                storage_id=record.storage_id, run_id=event.run_id, timestamp=event.timestamp
-            )
-    return found
-
-
-def batch_documents_ingested(
-    keys: list[str] | None, failed: list[IngestError]
-) -> dg.AssetCheckResult:
-    """The run's failed documents in one table: key, path, stage, reason."""
-    shown = failed[:MAX_ROWS]
-    return dg.AssetCheckResult(
-        passed=not failed,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=f"{len(failed)} document(s) not ingested" if failed else None,
-        metadata={
-            "failed": len(failed),
-            "failed_documents": dg.TableMetadataValue(
-                records=[
-                    dg.TableRecord(
-                        {
-                            "key": e.partition_key or "",
-                            "path": e.path,
-                            "stage": e.stage,
-                            "reason": e.reason,
-                        }
-                    )
-                    for e in shown
-                ],  # fmt: skip
-                schema=FAILED_SCHEMA,
-            ),
-            "not_shown": len(failed) - len(shown),
-            "scope": _scope(keys),
+            "scope": scope_of(keys),
         },
     )
 
@@ -192,7 +88,7 @@ def documents_are_not_empty(
         metadata={
             "empty_documents": len(empty),
             "examples": ", ".join(empty),
-            "scope": _scope(keys),
+            "scope": scope_of(keys),
         },
     )
 
@@ -265,16 +161,6 @@ def services_healthy(
     )
 
 
-DOCUMENT_CHECK = "document_ingested"
-MAX_ROWS = 200
-FAILED_SCHEMA = dg.TableSchema(
-    columns=[
-        dg.TableColumn("key", "text", description="the document's partition key"),
-        dg.TableColumn("path", "text", description="its path in the inbox"),
-        dg.TableColumn("stage", "text", description="read, parse, chunk or embed"),
-        dg.TableColumn("reason", "text"),
-    ]
-)
 _LIMITS = budget.from_env()
 
 SPECS = {
@@ -282,8 +168,11 @@ SPECS = {
         DOCUMENT_CHECK,
         asset=embeddings,
         partitions_def=documents_partitions,
-        description="Each document of the run went all the way to its vectors; a failed one "
-        "shows the stage and the reason on its partition (`ingest_errors` holds them all).",
+        description="Red for each document of a run that did not reach its vectors, with the "
+        "stage and the reason (`ingest_errors` holds them all). Batch runs report the failed "
+        "documents only: a result per healthy document would cost Dagster about 10 ms each, "
+        "so their partitions show no result here; a run launched from this page checks every "
+        "document it covers.",
     ),
     "batch_documents_ingested": dg.AssetCheckSpec(
         "batch_documents_ingested",
@@ -338,12 +227,18 @@ def batch_checks(
     keys = run_partition_keys(context)
     with database.connect() as conn:
         failed = failed_documents(conn, keys)
-        if DOCUMENT_CHECK in selected and keys is not None:
-            document_ingested(context, keys, failed)
-            # What an AssetCheckResult would yield besides its evaluation: the step then
-            # counts the check as done.
-            layer = context.op_execution_context.job_def.asset_layer
-            yield dg.Output(None, layer.get_op_output_name(SPECS[DOCUMENT_CHECK].key))
+        if keys is not None:
+            planned = DOCUMENT_CHECK in selected
+            document_ingested(
+                context,
+                keys if planned else [e.partition_key for e in failed if e.partition_key],
+                failed,
+            )
+            if planned:
+                # What an AssetCheckResult would yield besides its evaluation: the step then
+                # counts the check as done.
+                layer = context.op_execution_context.job_def.asset_layer
+                yield dg.Output(None, layer.get_op_output_name(SPECS[DOCUMENT_CHECK].key))
         made = {
             "batch_documents_ingested": lambda: batch_documents_ingested(keys, failed),
             "documents_are_not_empty": lambda: documents_are_not_empty(conn, keys),

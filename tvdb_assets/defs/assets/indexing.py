@@ -67,8 +67,7 @@ def chunks(
                 context,
                 key,
                 {
-                    "chunks": len(rows),
-                    "dagster/row_count": len(rows),
+                    "dagster/row_count": len(rows),  # its chunks
                     "tokens": sum(tokens),
                     "max_chunk_tokens": max(tokens, default=0),
                     "first_chunk": dg.MetadataValue.md(rows[0].text[:400] if rows else ""),
@@ -139,7 +138,6 @@ def embeddings(
             fallbacks = report.fallbacks.get(key, 0)
             vectors = count - missing[key]
             metadata: dict[str, Any] = {
-                "vectors": vectors,
                 "dagster/row_count": vectors,
                 "new_vectors": report.per_partition.get(key, 0),
                 "fallback_vectors": fallbacks,

@@ -112,7 +112,6 @@ def _facts(outcome: stages.ParseOutcome) -> dict[str, Any]:
     facts: dict[str, Any] = {
         "path": doc.path,
         "parser": doc.parser,
-        "dagster/row_count": 1,
         "bytes": doc.bytes,
         "mime": doc.mime,
         "pages": doc.pages if doc.pages is not None else 0,

@@ -55,6 +55,7 @@ def chunks(
     """
     with batch_bookkeeping(context):
         timer = Timer()
+        call = call_context(context)
         settings = stages.ChunkSettings(config.max_tokens, config.overlap_tokens)
         with database.connect() as conn:
             report = stages.chunk_documents(conn, settings, context.partition_keys)
@@ -76,7 +77,7 @@ def chunks(
         every = [row for rows in report.chunked.values() for row in rows]
         report_batch(
             context,
-            f"[{call_context(context).correlation_id}] cut {len(report.chunked)} document(s) "
+            f"[{call.correlation_id}] cut {len(report.chunked)} document(s) "
             f"into {len(every)} chunk(s) of at most {settings.max_tokens} tokens in "
             f"{timer.seconds:.1f} s: {report.added} new, {len(report.skipped)} skipped",
             {

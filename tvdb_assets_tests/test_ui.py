@@ -122,6 +122,15 @@ def test_dev_server_materializes_samples_and_shows_them(project: Project, dev_se
         browser.wait_for("samples-brewing-guide.md-")
         browser.screenshot(ARTIFACTS / "samples-partitions.png")
 
+        # The Launchpad's defaults are mock mode's: no model it would not use, and the IO
+        # manager says what it is.
+        browser.open(
+            f"http://127.0.0.1:{dev_server}/locations/{location(dev_server)}/jobs/ingest/playground"
+        )
+        shown = browser.wait_for("mode: mock", "nothing is pickled")
+        assert "text-embedding-3-small" not in shown
+        browser.screenshot(ARTIFACTS / "launchpad.png")
+
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (make test installs it)")
 def test_the_ui_shows_failed_documents_failed_and_fallbacks_as_fallbacks(
@@ -184,15 +193,18 @@ def failed_check_partitions(port: int) -> set[str]:
     return set(check["partitionStatuses"]["failedPartitions"])
 
 
-def launch(port: int, partition_key: str, embedder_mode: str) -> str:
-    location = graphql(
-        port,
-        "{ repositoriesOrError { ... on RepositoryConnection { nodes { location { name } } } } }",
+def location(port: int) -> str:
+    query = (
+        "{ repositoriesOrError { ... on RepositoryConnection { nodes { location { name } } } } }"
     )
-    [repository] = location["repositoriesOrError"]["nodes"]
+    [repository] = graphql(port, query)["repositoriesOrError"]["nodes"]
+    return str(repository["location"]["name"])
+
+
+def launch(port: int, partition_key: str, embedder_mode: str) -> str:
     params = {
         "selector": {
-            "repositoryLocationName": repository["location"]["name"],
+            "repositoryLocationName": location(port),
             "repositoryName": "__repository__",
             "jobName": "ingest",
         },

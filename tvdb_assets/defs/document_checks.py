@@ -56,6 +56,8 @@ def document_ingested(
     that partition's materialization by this run (else the UI would not count it current).
     A document `embeddings` did not materialize in this run gets none.
     """
+    if not keys:
+        return
     op = context.op_execution_context
     targets = _materializations(context, embeddings.key)
     why = {e.partition_key: e for e in failed}

@@ -124,26 +124,19 @@ def services_healthy(
             passed=True, metadata={"skipped": "mock mode: no external service is called"}
         )
     called = {h.service: h for h in service_health.load(conn) if h.service in in_use}
-    states = {}
-    for service, resource in in_use.items():
-        health = called.get(service)
-        states[service] = (
-            "no key"
-            if not resource.credentials.api_key
-            else health.state
-            if health is not None
-            else "not called yet"
-        )
+    states = {
+        service: _state(resource, called.get(service)) for service, resource in in_use.items()
+    }
     failing = [
         s
         for s, state in states.items()
         if state == "no key"
-        or s in called
-        and (state != "closed" or called[s].consecutive_failures)
+        or (s in called and (state != "closed" or called[s].consecutive_failures))
     ]
     # A real mode without its key, or an open circuit, stops the work; hybrid falls back.
     stopped = any(
-        states[s] not in ("no key", "closed") or in_use[s].mode == "real" for s in failing
+        states[s] in ("open", "half_open") or (states[s] == "no key" and in_use[s].mode == "real")
+        for s in failing
     )
     metadata: dict[str, Any] = {
         "services": ", ".join(f"{s}: {state}" for s, state in states.items()),
@@ -159,6 +152,14 @@ def services_healthy(
         description=metadata["unhealthy"] or None,
         metadata=metadata,
     )
+
+
+def _state(
+    resource: ParserResource | EmbedderResource, health: service_health.Health | None
+) -> str:
+    if not resource.credentials.api_key:
+        return "no key"
+    return health.state if health is not None else "not called yet"
 
 
 _LIMITS = budget.from_env()

@@ -15,6 +15,7 @@ from tvdb_assets.definitions import build_defs
 from tvdb_assets.lib import services
 from tvdb_assets.lib.store import service_health
 from tvdb_assets_tests.conftest import Project
+from tvdb_assets_tests.events import check_evaluation, latest_metadata
 from tvdb_assets_tests.fakes.faults import Fault
 from tvdb_assets_tests.fakes.openai_fake import FakeOpenAI
 
@@ -113,7 +114,7 @@ def test_run_config_switches_mock_real_and_hybrid(
     assert len(warnings) == 1
     assert "2 document(s) embedded by the local stand-in" in warnings[0] and "503" in warnings[0]
     key = str(project.scalar("SELECT partition_key FROM documents WHERE path LIKE 'c/%' LIMIT 1"))
-    facts = partition_metadata(instance, "embeddings", key)
+    facts = latest_metadata(instance, "embeddings", key)
     assert facts["model"] == "mock-feature-hash-2 (fallback)"
     assert "503" in str(facts["fallback_reason"])
     assert list(facts)[:1] == ["status"]
@@ -138,21 +139,6 @@ def test_real_mode_without_a_key_fails_the_documents_in_one_line(
     assert not healthy and seen["services"] == "openai: no key"
     failed, _ = check_evaluation(instance, summary.runs[0], "document_ingested")
     assert not failed
-
-
-def partition_metadata(instance, asset: str, key: str) -> dict[str, object]:
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]), limit=1
-    ).records
-    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
-
-
-def check_evaluation(instance, run_id: str, name: str) -> tuple[bool, dict[str, object]]:
-    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
-        evaluation = record.dagster_event.asset_check_evaluation_data
-        if evaluation.check_name == name:
-            return evaluation.passed, {k: v.value for k, v in evaluation.metadata.items()}
-    raise AssertionError(f"{name} was not evaluated in run {run_id}")
 
 
 def test_requests_stay_within_the_api_limits(project, instance, openai_env, fake_openai, tmp_path):

@@ -16,6 +16,7 @@ from tvdb_assets.lib.search import search
 from tvdb_assets.lib.store import embeddings, schema
 from tvdb_assets_tests.conftest import Project
 from tvdb_assets_tests.corpus import write_bad_files, write_encoded_files, write_pdf
+from tvdb_assets_tests.events import check_evaluation, latest_metadata
 
 GRINDING = " ".join(
     f"Grind the beans fine, like powdered sugar, right before brewing cup {i}." for i in range(8)
@@ -61,14 +62,6 @@ def ingest(source: Path, instance: dg.DagsterInstance) -> runner.IngestSummary:
 
 def table_count(project: Project, table: str) -> int:
     return int(project.scalar(f"SELECT count(*) FROM {table}"))  # type: ignore[arg-type]
-
-
-def latest_metadata(instance: dg.DagsterInstance, asset: str, key: str) -> dict:
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]), limit=1
-    ).records
-    assert records and records[0].asset_materialization is not None
-    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
 
 
 def batch_figures(instance: dg.DagsterInstance, asset: str) -> dict:
@@ -213,21 +206,13 @@ def assert_failed_in_dagster(
         # Aimed at this run's materialization, so the UI counts the partition's result current.
         assert evaluation.target_materialization_data.run_id == run_id
     assert set(by_partition) == set(failed)  # a batch run reports the failed ones only
-    table = check_evaluation_metadata(instance, run_id, "batch_documents_ingested")
-    rows = table["failed_documents"].value.records
+    _, table = check_evaluation(instance, run_id, "batch_documents_ingested")
+    rows = table["failed_documents"].records  # type: ignore[attr-defined]
     assert {Path(r.data["path"]).name for r in rows} == set(expected)
     assert {r.data["stage"] for r in rows} == {"parse"}
     tags = instance.get_run_by_id(run_id).tags
     assert tags["tvdb/failed"] == str(len(expected))
     assert tags["tvdb/correlation_id"] == run_id.replace("-", "")[:16]
-
-
-def check_evaluation_metadata(instance: dg.DagsterInstance, run_id: str, name: str) -> dict:
-    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
-        evaluation = record.dagster_event.asset_check_evaluation_data
-        if evaluation.check_name == name:
-            return dict(evaluation.metadata)
-    raise AssertionError(f"{name} was not evaluated in run {run_id}")
 
 
 def test_other_encodings_are_decoded(project: Project, instance, tmp_path):

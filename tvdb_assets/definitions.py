@@ -10,24 +10,31 @@ from tvdb_assets.defs.schedules import SCHEDULES
 from tvdb_assets.defs.sensors import inbox_sensor, ingest_job
 from tvdb_assets.lib import settings
 
+EXECUTORS = {"in_process": dg.in_process_executor, "multiprocess": dg.multiprocess_executor}
+
 
 def build_defs() -> dg.Definitions:
-    """Resources read their defaults (modes, which keys exist) and `uploads` its inbox from
-    the environment now."""
+    """Resources read their defaults (modes, which keys exist), `uploads` its inbox, the
+    assets their backfill runs' size and the jobs their executor from the environment now."""
+    # A backfill from the UI becomes runs of one batch each, which the run queue starts
+    # side by side (README "Deploying"), rather than one run over every selected document.
+    batches = dg.BackfillPolicy.multi_run(settings.batch_size())
     return dg.Definitions(
         assets=[
             uploads.merge_attributes(metadata={"inbox": str(settings.uploads_dir())}),
-            parsed_documents,
-            chunks,
-            embeddings,
+            *(
+                a.with_attributes(backfill_policy=batches)
+                for a in (parsed_documents, chunks, embeddings)
+            ),
         ],
         asset_checks=[batch_checks],
         jobs=[ingest_job],
         sensors=[inbox_sensor],
         schedules=SCHEDULES,
         resources=default_resources(),
-        # Each run already covers a whole batch; a process per step would only add start-up.
-        executor=dg.in_process_executor,
+        # Each run already covers a whole batch; a process per step only adds start-up,
+        # unless a deployment spreads steps out (TVDB_EXECUTOR).
+        executor=EXECUTORS[settings.executor()],
     )
 
 

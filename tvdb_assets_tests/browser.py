@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import Any
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Screenshots of what the tests saw, kept after the run.
+SCREENSHOTS = Path(
+    os.environ.get("TVDB_TEST_ARTIFACTS", Path(__file__).parents[1] / ".test-artifacts")
+)
 
 
 def _as_fds_3_and_4(commands: int, replies: int) -> None:

@@ -5,7 +5,6 @@ import importlib
 import re
 import shlex
 from importlib.metadata import entry_points
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import click
@@ -13,11 +12,19 @@ import pytest
 import yaml
 
 from tvdb_assets import cli, dagster_env
+from tvdb_assets_tests.compose import (
+    COMPOSE,
+    DOCKERFILE,
+    ROOT,
+    SERVICES,
+    command,
+    image_paths,
+    interpolate,
+    option,
+    variables,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-SERVICES = COMPOSE["services"]
-DOCKERFILE = (ROOT / "Dockerfile").read_text()
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY", re.IGNORECASE)
 WORKSPACE = yaml.safe_load((ROOT / "deploy" / "workspace.yaml").read_text())
 ENV_EXAMPLE = {
     line.split("=", 1)[0]
@@ -48,58 +55,9 @@ HEALTHCHECK_KEYS = {"test", "interval", "timeout", "retries", "start_period", "s
                     "disable"}  # fmt: skip
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 
-# `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?error}`, `${VAR?error}`; `$$` is a `$`.
-VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
-SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY", re.IGNORECASE)
-
-
-def interpolate(value: str, env: dict[str, str]) -> str:
-    """A value as Compose reads it, given what .env sets."""
-
-    def one(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name, op, arg = match.groups()
-        value = env.get(name)
-        if op in (":?", "?") and (value is None or (op == ":?" and not value)):
-            raise ValueError(f"{name}: {arg}")
-        if op in (":-", "-") and (value is None or (op == ":-" and not value)):
-            return arg
-        return value or ""
-
-    return VARIABLE.sub(one, value)
-
-
-def variables(node: object) -> set[str]:
-    if isinstance(node, dict):
-        return {v for item in node.items() for part in item for v in variables(part)}
-    if isinstance(node, list):
-        return {v for item in node for v in variables(item)}
-    if isinstance(node, str):
-        return {m.group(1) for m in VARIABLE.finditer(node) if m.group(1)}
-    return set()
-
-
-def command(service: str) -> list[str]:
-    value = SERVICES[service]["command"]
-    return shlex.split(value) if isinstance(value, str) else [str(part) for part in value]
-
-
-def option(args: list[str], *names: str) -> str:
-    for i, arg in enumerate(args):
-        if arg in names:
-            return args[i + 1]
-    raise AssertionError(f"none of {names} in {args}")
-
 
 def dependencies(service: str) -> dict[str, str]:
     return {name: spec["condition"] for name, spec in SERVICES[service]["depends_on"].items()}
-
-
-def image_paths() -> dict[str, Path]:
-    """Files the Dockerfile copies into the image: path in the image -> file in the repo."""
-    copies = re.findall(r"^COPY\s+(\S+)\s+(\S+)\s*$", DOCKERFILE, re.MULTILINE)
-    return {target: ROOT / source for source, target in copies if "/" in target}
 
 
 def click_command(argv: list[str]) -> tuple[click.Command, list[str]]:
@@ -170,13 +128,15 @@ def test_the_workspace_names_the_code_server_as_compose_runs_it() -> None:
     (location,) = WORKSPACE["load_from"]
     grpc = location["grpc_server"]
     args = command("code-server")
-    assert grpc["host"] == "code-server"
-    assert str(grpc["port"]) == option(args, "-p", "--port")
+    for service in ("webserver", "daemon"):
+        env = SERVICES[service]["environment"]
+        assert env[grpc["host"]["env"]] == "code-server"
+        assert env[grpc["port"]["env"]] == option(args, "-p", "--port")
     assert option(args, "-h", "--host") == "0.0.0.0"
     assert grpc["location_name"] == option(args, "--location-name")
     assert option(args, "-m", "--module-name") == "tvdb_assets.definitions"
     health = SERVICES["code-server"]["healthcheck"]["test"]
-    assert option(health, "-p", "--port") == str(grpc["port"])
+    assert option(health, "-p", "--port") == option(args, "-p", "--port")
     # The webserver and the daemon read that file where the Dockerfile puts it.
     for service in ("webserver", "daemon"):
         path = option(command(service), "-w", "--workspace")

@@ -22,12 +22,7 @@ warnings.simplefilter("error", dg.BetaWarning)
 warnings.simplefilter("error", dg.PreviewWarning)
 import tvdb_assets.definitions  # a beta or preview notice we did not opt into raises here
 
-
-@dg.asset(backfill_policy=dg.BackfillPolicy.single_run())  # opted into: quiet
-def batch(): ...
-
-
-dg.AssetCheckSpec("check", asset="batch", partitions_def=dg.StaticPartitionsDefinition(["a"]))
+dg.AssetCheckSpec("check", asset="uploads", partitions_def=dg.StaticPartitionsDefinition(["a"]))
 try:
 
     @dg.asset(resource_defs={})  # another beta API: still heard

@@ -5,14 +5,10 @@ Drives the real `dagster dev` (webserver + daemon) over GraphQL and reads the re
 pages in headless Chromium, saving screenshots under .test-artifacts/ui.
 """
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,14 +16,11 @@ import pytest
 
 from tvdb_assets.cli import SAMPLES
 from tvdb_assets.lib.ids import partition_key_for
-from tvdb_assets_tests.browser import CHROMIUM, Browser
+from tvdb_assets_tests.browser import CHROMIUM, SCREENSHOTS, Browser
 from tvdb_assets_tests.conftest import Project
+from tvdb_assets_tests.webserver import free_port, graphql, location, partition_stats, wait_for
 
-# Screenshots of what the tests saw, kept after the run.
-ARTIFACTS = (
-    Path(os.environ.get("TVDB_TEST_ARTIFACTS", Path(__file__).parents[1] / ".test-artifacts"))
-    / "ui"
-)
+ARTIFACTS = SCREENSHOTS / "ui"
 CHECK_QUERY = """{ assetNodeOrError(assetKey: {path: ["embeddings"]}) { ... on AssetNode {
     assetChecksOrError { ... on AssetChecks { checks { name
       partitionStatuses { ... on AssetCheckDefaultPartitionStatuses { failedPartitions } }
@@ -37,29 +30,6 @@ LAUNCH_MUTATION = """mutation($params: ExecutionParams!) {
     ... on LaunchRunSuccess { run { runId } }
     ... on PythonError { message }
     ... on RunConfigValidationInvalid { errors { message } } } }"""
-STATS_QUERY = """{ assetNodes { assetKey { path }
-    partitionStats { numMaterialized numPartitions numFailed } } }"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def graphql(port: int, query: str, variables: dict | None = None) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-        headers={"content-type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())["data"]
-
-
-def partition_stats(port: int) -> dict[str, dict]:
-    nodes = graphql(port, STATS_QUERY)["assetNodes"]
-    return {"/".join(n["assetKey"]["path"]): n["partitionStats"] for n in nodes}
 
 
 @pytest.fixture
@@ -84,20 +54,6 @@ def dev_server(project: Project, tmp_path: Path) -> Iterator[int]:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
-
-
-def wait_for(condition, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-            if value:
-                return value
-        except OSError as error:  # the webserver is still starting
-            last_error = error
-        time.sleep(2)
-    raise AssertionError(f"timed out waiting for {what} (last error: {last_error})")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (make test installs it)")
@@ -191,14 +147,6 @@ def failed_check_partitions(port: int) -> set[str]:
     checks = data["assetNodeOrError"]["assetChecksOrError"]["checks"]
     [check] = [c for c in checks if c["name"] == "document_ingested"]
     return set(check["partitionStatuses"]["failedPartitions"])
-
-
-def location(port: int) -> str:
-    query = (
-        "{ repositoriesOrError { ... on RepositoryConnection { nodes { location { name } } } } }"
-    )
-    [repository] = graphql(port, query)["repositoriesOrError"]["nodes"]
-    return str(repository["location"]["name"])
 
 
 def launch(port: int, partition_key: str, embedder_mode: str) -> str:

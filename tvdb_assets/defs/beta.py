@@ -9,8 +9,6 @@ import warnings
 
 import dagster as dg
 
-# Dagster 1.13: one run per batch of documents (`BackfillPolicy.single_run()`).
-warnings.filterwarnings("ignore", "Parameter `backfill_policy` of function", dg.BetaWarning)
 # Dagster 1.13: per-document check results (`AssetCheckSpec(partitions_def=...)`).
 warnings.filterwarnings(
     "ignore", "Specifying a partitions_def on an AssetCheckSpec", dg.PreviewWarning

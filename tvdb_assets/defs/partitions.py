@@ -79,8 +79,9 @@ def cached_partition_lookups(instance: dg.DagsterInstance) -> Iterator[None]:
 
     Borrowed from Dagster's internals, as checked against dagster 1.13.27 (the pin in
     pyproject.toml): that the run's lookups go through these two instance methods. Safe
-    because the run's steps share this instance one after another in one process (the
-    in-process executor, asserted by `batch_bookkeeping`), while no other run uses it.
+    because a process runs one step at a time (the in-process executor runs the steps one
+    after another, the multiprocess executor each in a process of its own; asserted by
+    `batch_bookkeeping`), while no other run uses its instance.
     `test_a_batch_reads_the_stored_partition_keys_once` fails if an upgrade goes around it.
     """
     if "get_dynamic_partitions" in vars(instance):

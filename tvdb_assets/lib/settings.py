@@ -6,6 +6,8 @@ from typing import Literal, cast
 
 Mode = Literal["mock", "real", "hybrid"]
 MODES: tuple[Mode, ...] = ("mock", "real", "hybrid")
+Executor = Literal["in_process", "multiprocess"]
+EXECUTORS: tuple[Executor, ...] = ("in_process", "multiprocess")
 
 
 def home_dir() -> Path:
@@ -40,8 +42,17 @@ def mode_from_env(variable: str) -> Mode:
 
 
 def batch_size() -> int:
-    """Documents per run when the sensor or `tvdb ingest` launches bulk work."""
+    """Documents per run when the sensor, `tvdb ingest` or a backfill launches bulk work."""
     return int(os.environ.get("TVDB_BATCH_SIZE", "200"))
+
+
+def executor() -> Executor:
+    """How a run executes its steps (TVDB_EXECUTOR): all in the run's process, or each in a
+    process of its own (README "Deploying": scaling out)."""
+    value = os.environ.get("TVDB_EXECUTOR", "in_process").strip().lower() or "in_process"
+    if value not in EXECUTORS:
+        raise ValueError(f"TVDB_EXECUTOR={value!r} is not one of {', '.join(EXECUTORS)}")
+    return cast(Executor, value)
 
 
 def daily_budget_usd() -> float:

@@ -18,8 +18,15 @@ CORRELATION_TAG = "tvdb/correlation_id"
 FAILED_TAG = "tvdb/failed"  # the run's documents not ingested, once its steps are done
 
 # The job's own executor (`definitions`), and the one `execute_in_process` puts in its place
-# (its name in dagster 1.13.27).
+# (its name in dagster 1.13.27): a run's steps one after another in the run's process.
 IN_PROCESS = (dg.in_process_executor.name, "execute_in_process_executor")
+# Executors under which a process runs one step at a time: those, and a process per step.
+ONE_STEP_PER_PROCESS = (*IN_PROCESS, dg.multiprocess_executor.name)
+
+
+def steps_share_the_process(context: dg.AssetExecutionContext) -> bool:
+    """Whether the run's later steps run in this process (and may take work done ahead)."""
+    return context.job_def.executor_def.name in IN_PROCESS
 
 
 @contextmanager
@@ -27,7 +34,7 @@ def batch_bookkeeping(context: dg.AssetExecutionContext) -> Iterator[None]:
     """What every batch asset runs inside: pooled storage connections, cached key lookups."""
     # The cached lookups patch this process's instance for the step (`partitions`).
     executor = context.job_def.executor_def.name
-    assert executor in IN_PROCESS, f"an in-process executor expected, not {executor}"
+    assert executor in ONE_STEP_PER_PROCESS, f"one step per process expected, not {executor}"
     pool_event_connections(context)
     with cached_partition_lookups(context.instance):
         yield

@@ -43,7 +43,6 @@ class ChunkingConfig(dg.Config):
     group_name="indexing",
     kinds={"python", "postgres"},
     metadata=table_metadata("chunks"),
-    backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def chunks(
     context: dg.AssetExecutionContext, config: ChunkingConfig, database: PostgresResource
@@ -109,7 +108,6 @@ def chunks(
         "dims": _DIMS,
         "index": embedding_store.index_name(_MODEL, _DIMS),
     },
-    backfill_policy=dg.BackfillPolicy.single_run(),
     pool=EMBEDDER_POOL,
 )
 def embeddings(

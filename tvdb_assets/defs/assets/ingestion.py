@@ -13,6 +13,7 @@ from tvdb_assets.defs.assets.batch import (
     report_batch,
     report_failed,
     report_ok,
+    steps_share_the_process,
     tag_failed,
     warn_fallbacks,
 )
@@ -49,7 +50,6 @@ uploads = dg.AssetSpec(
     group_name="ingestion",
     kinds={"python", "postgres"},
     metadata=table_metadata("documents"),
-    backfill_policy=dg.BackfillPolicy.single_run(),
     pool=PARSER_POOL,
 )
 def parsed_documents(
@@ -139,6 +139,8 @@ def _work_ahead(
     selected = context.run.asset_selection  # None or empty: the whole job
     if selected and dg.AssetKey("chunks") not in selected:
         return
+    if not steps_share_the_process(context):
+        return  # `chunks` starts a process of its own: nothing here would be taken
     ops: Any = context.run.run_config.get("ops") or {}
     config: Any = (ops.get("chunks") or {}).get("config") or {}
     settings = stages.ChunkSettings(

@@ -5,6 +5,7 @@ import importlib
 import re
 import shlex
 from importlib.metadata import entry_points
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import click
@@ -214,3 +215,46 @@ def test_mock_mode_is_the_default() -> None:
     assert {interpolate(env[mode], {mode: ""}) for mode in modes} == {"mock"}
     url = interpolate(env["TVDB_DAGSTER_PG_URL"], {"POSTGRES_PASSWORD": "pw"})
     assert url == "postgresql+psycopg2://tvdb:pw@postgres:5432/dagster"
+
+
+def test_the_kubernetes_instance_is_the_template_with_a_launcher_and_a_larger_queue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dagster._config import process_config
+    from dagster._core.instance.config import dagster_instance_config
+    from dagster_k8s import K8sRunLauncher
+
+    source = ROOT / "deploy" / "k8s" / "dagster.yaml"
+    (tmp_path / "dagster.yaml").write_text(source.read_text())
+    monkeypatch.setenv("TVDB_DAGSTER_PG_URL", "postgresql+psycopg2://tvdb:pw@db:5432/dagster")
+    # Dagster's own reading of an instance file: it raises on a key or value it refuses.
+    instance, _ = dagster_instance_config(str(tmp_path))
+    launcher = instance["run_launcher"]
+    assert (launcher["module"], launcher["class"]) == ("dagster_k8s", "K8sRunLauncher")
+    checked = process_config(K8sRunLauncher.config_type(), launcher["config"])
+    assert checked.success, checked.errors
+
+    # Everything else is the template's, so the two cannot drift apart unseen.
+    template = yaml.safe_load(dagster_env.INSTANCE_TEMPLATE.read_text())
+    kubernetes = yaml.safe_load(source.read_text())
+    assert set(kubernetes) == set(template) | {"run_launcher"}
+    tuned = {"concurrency", "run_monitoring", "run_launcher"}
+    assert {k: v for k, v in kubernetes.items() if k not in tuned} == {
+        k: v for k, v in template.items() if k not in tuned
+    }
+    assert (
+        kubernetes["concurrency"]["runs"]["max_concurrent_runs"]
+        > (template["concurrency"]["runs"]["max_concurrent_runs"])
+    )
+
+    # Run pods find the instance, the inbox and the settings where the image and the
+    # compose file put them.
+    config = launcher["config"]
+    assert f"DAGSTER_HOME={config['dagster_home']}" in DOCKERFILE
+    [mount] = config["volume_mounts"]
+    assert mount["mountPath"] == SERVICES["code-server"]["environment"]["TVDB_UPLOADS_DIR"]
+    assert [v["name"] for v in config["volumes"]] == [mount["name"]]
+    assert config["env_secrets"] and config["env_config_maps"]
+    # No URL (they hold the database password) and no key: those are the Secret's.
+    assert "://" not in yaml.safe_dump(kubernetes)
+    assert not variables(kubernetes) and "env_vars" not in config

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, redirect_stderr
+from contextlib import contextmanager, nullcontext, redirect_stderr
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -377,26 +377,42 @@ def build_parser() -> argparse.ArgumentParser:
 def _log_to_file() -> Iterator[Path]:
     """Library log records (retries, cancelled queries, lost connections) go to a file.
 
-    The terminal gets the progress bar, the summary and one line per problem.
+    The terminal gets the progress bar, the summary and one line per problem. With
+    TVDB_LOG_FORMAT=json the records are JSON lines, on stderr too, and so is every line the
+    command writes to stderr (its progress and notices): a log shipper reads stderr whole.
     """
-    from tvdb_assets.lib import settings
+    from tvdb_assets.lib import logs, settings
 
     path = settings.home_dir() / "logs" / "tvdb.log"
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
+    json_lines = settings.log_format() == "json"
     handler.setFormatter(
-        logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+        logs.JsonLines()
+        if json_lines
+        else logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     )
+    handler.addFilter(logs.Masking())
+    handlers: list[logging.Handler] = [handler]
+    terminal = logs.TerminalLines("tvdb_assets.cli") if json_lines else None
+    if terminal:
+        handlers.append(logs.JsonLinesHandler(sys.stderr))
+    logs.install()
     root = logging.getLogger()
     level = root.level
-    root.addHandler(handler)
+    for each in handlers:
+        root.addHandler(each)
     root.setLevel(logging.INFO)
     try:
-        yield path
+        with redirect_stderr(terminal) if terminal else nullcontext():
+            yield path
     finally:
-        root.removeHandler(handler)
+        if terminal:
+            terminal.flush()
+        for each in handlers:
+            root.removeHandler(each)
+            each.close()
         root.setLevel(level)
-        handler.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from tvdb_assets.lib.costs.calls import CallContext
 from tvdb_assets.lib.embedding import Embedder
 from tvdb_assets.lib.errors import ConfigError
 from tvdb_assets.lib.parsing import Parser
+from tvdb_assets.lib.parsing.tiers import Tier
 from tvdb_assets.lib.settings import Mode
 from tvdb_assets.lib.uploads import UploadStore
 
@@ -61,9 +62,10 @@ class ServiceResource(dg.ConfigurableResource):
 class ParserResource(ServiceResource):
     """Turns an upload's bytes into markdown.
 
-    mock: local parsing of md/html/txt/pdf. real: LlamaParse, results cached by content
-    hash, several documents at a time. hybrid: LlamaParse first; where it cannot answer
-    (outage, open circuit, budget, missing key) the local parse, flagged fallback.
+    mock: local parsing of md/html/txt/pdf. real: LlamaParse at the run's `tier`, results
+    cached by content hash (per tier), several documents at a time, pages and USD booked
+    under the tier. hybrid: LlamaParse first; where it cannot answer (outage, open circuit,
+    budget, missing key) the local parse, flagged fallback.
     """
 
     credentials: LlamaCloudCredentials
@@ -71,6 +73,7 @@ class ParserResource(ServiceResource):
     concurrency: int = _PARSER.concurrency
     timeout_seconds: float = _PARSER.timeout_seconds
     poll_seconds: int = _PARSER.poll_seconds
+    tier: Tier = _PARSER.tier
 
     def settings(self) -> clients.ParserSettings:
         return _settings(clients.ParserSettings, self, self.credentials.api_key)

@@ -3,7 +3,7 @@ real and hybrid mean.
 
 The Dagster resources carry these settings and build their clients here; `tvdb search`
 and `tvdb ingest` build theirs the same way, without Dagster. A real client is imported
-only when asked for: the LlamaParse SDK alone takes about 2 s to import.
+only when asked for: each service's SDK takes a second or more to import.
 """
 
 from dataclasses import dataclass, field
@@ -18,6 +18,7 @@ from tvdb_assets.lib.embedding.unavailable import UnavailableEmbedder
 from tvdb_assets.lib.errors import ConfigError
 from tvdb_assets.lib.parsing import LocalParser, Parser
 from tvdb_assets.lib.parsing.hybrid import HybridParser, UnavailableParser
+from tvdb_assets.lib.parsing.tiers import DEFAULT_TIER, Tier
 from tvdb_assets.lib.resilience import CircuitBreaker
 from tvdb_assets.lib.settings import Mode
 from tvdb_assets.lib.uploads import LocalInbox, UploadStore
@@ -48,6 +49,7 @@ class ParserSettings(ServiceSettings):
     max_file_mb: int = 100
     concurrency: int = 4
     poll_seconds: int = 1
+    tier: Tier = DEFAULT_TIER  # LlamaParse's parse tier: its price per page, its results
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ def _llamaparse(config: ParserSettings, call: CallContext | None) -> Parser:
         breaker=config.breaker("llamaparse"),
         ledger=Ledger(budget.from_env()),
         call=call,
+        tier=config.tier,
         attempts=config.max_attempts,
         timeout=config.timeout_seconds,
         check_interval=config.poll_seconds,

@@ -8,6 +8,8 @@ Mode = Literal["mock", "real", "hybrid"]
 MODES: tuple[Mode, ...] = ("mock", "real", "hybrid")
 Executor = Literal["in_process", "multiprocess"]
 EXECUTORS: tuple[Executor, ...] = ("in_process", "multiprocess")
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 
 
 def home_dir() -> Path:
@@ -53,6 +55,14 @@ def executor() -> Executor:
     if value not in EXECUTORS:
         raise ValueError(f"TVDB_EXECUTOR={value!r} is not one of {', '.join(EXECUTORS)}")
     return cast(Executor, value)
+
+
+def log_format() -> LogFormat:
+    """How log lines are written (TVDB_LOG_FORMAT): `text`, or `json`, one object a line."""
+    value = os.environ.get("TVDB_LOG_FORMAT", "text").strip().lower() or "text"
+    if value not in LOG_FORMATS:
+        raise ValueError(f"TVDB_LOG_FORMAT={value!r} is not one of {', '.join(LOG_FORMATS)}")
+    return cast(LogFormat, value)
 
 
 def daily_budget_usd() -> float:
@@ -125,8 +135,16 @@ def secret(variable: str) -> str | None:
     return os.environ.get(variable) or None
 
 
-# Variables whose values are secrets: redacted from any text a service sends back.
-SECRET_VARIABLES = ("OPENAI_API_KEY", "LLAMA_CLOUD_API_KEY", "AWS_SECRET_ACCESS_KEY")
+# Variables whose values are secrets: redacted from any text a service sends back, and
+# from every log line (`lib/logs.py`).
+SECRET_VARIABLES = (
+    "OPENAI_API_KEY",
+    "LLAMA_CLOUD_API_KEY",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "TVDB_WEBHOOK_SECRET",
+    "POSTGRES_PASSWORD",
+)
 
 
 def secret_values() -> list[str]:

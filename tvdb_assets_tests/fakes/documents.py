@@ -51,9 +51,9 @@ def extract_pages(data: bytes) -> list[ParsedPage]:
 
 
 def select_pages(
-    pages: list[ParsedPage], target_pages: str | None, max_pages: str | None
+    pages: list[ParsedPage], target_pages: str | None, max_pages: int | None
 ) -> list[ParsedPage]:
-    """Apply the `target_pages` ("0,2-4", 0-based) and `max_pages` form fields."""
+    """Apply a job's `page_ranges`: `target_pages` ("1,3-5", 1-based) wins over `max_pages`."""
     chosen = pages
     if target_pages:
         wanted: set[int] = set()
@@ -61,16 +61,9 @@ def select_pages(
             start, sep, end = part.strip().partition("-")
             first = int(start)
             wanted.update(range(first, int(end) + 1) if sep else [first])
-        chosen = [p for p in pages if p.number - 1 in wanted]
-    if max_pages:
-        chosen = chosen[: int(max_pages)]
+        chosen = [p for p in pages if p.number in wanted]
+    elif max_pages:
+        chosen = chosen[:max_pages]
     if not chosen:
         raise ParseFailure(NO_DATA, "No pages in the requested range.")
     return chosen
-
-
-def decorate(template: str | None, page: ParsedPage, default: str = "") -> str:
-    """A page prefix/suffix/separator with LlamaParse's {pageNumber} placeholder filled in."""
-    if template is None:
-        return default
-    return template.replace("{pageNumber}", str(page.number))

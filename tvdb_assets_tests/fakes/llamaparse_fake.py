@@ -1,18 +1,23 @@
-"""FakeLlamaParse: the LlamaParse job API as `llama_cloud_services.LlamaParse` calls it.
+"""FakeLlamaParse: LlamaCloud's file and parse (v2) API as the `llama-cloud` 2.x SDK calls it.
 
-Routes (relative to base_url, which is the bare "http://127.0.0.1:PORT"; both the "/api" and
-"/api/v1" prefixes are served because the SDK uses both):
-  POST /api/parsing/upload                       multipart: `file` + form fields -> {"id", ...}
-  GET  /api/parsing/job/{id}                     {"id", "status", "error_code", "error_message"}
-  GET  /api/parsing/job/{id}/result/{type}       markdown | text | json
-  GET  /api/v1/parsing/job/{id}/result/raw/{type}  plain markdown/text (JobResult.get_markdown)
-Status values are the SDK's: PENDING, SUCCESS, ERROR (CANCELED is never produced).
+Routes (relative to base_url, the bare "http://127.0.0.1:PORT"), by the names faults and
+records use:
+  upload  POST /api/v1/beta/files          multipart: `file` + `purpose` -> the file {"id", ...}
+  parse   POST /api/v2/parse               JSON: {"file_id", "tier", "version", ...} -> the job
+          POST /api/v2/parse/upload        multipart: `file` + `configuration` (JSON) -> the job
+  status  GET  /api/v2/parse/{id}          {"job": {...}}
+  result  GET  /api/v2/parse/{id}?expand=  the job plus what `expand` names (markdown, text,
+                                           markdown_full, text_full, usage, job_metadata)
+Job statuses are the API's: PENDING when started, RUNNING for `pending_polls` reads, then
+COMPLETED or FAILED (CANCELLED is never produced).
 
-The upload is parsed for real (see documents.py). A job answers PENDING for `pending_polls`
-status polls, then SUCCESS (billed: `billed_pages` grows by its pages) or ERROR.
+The upload is parsed for real (see documents.py) when its job starts. A COMPLETED job is
+billed: its pages times its tier's credits a page (`CREDITS_PER_PAGE`, the service's price
+list, not ours), reported as `job.usage.credits`. The fast tier writes no markdown, only text.
 """
 
 import dataclasses
+import json
 import re
 import threading
 import uuid
@@ -23,22 +28,24 @@ from typing import Any
 from tvdb_assets_tests.fakes.documents import (
     ParsedPage,
     ParseFailure,
-    decorate,
     extract_pages,
     select_pages,
 )
 from tvdb_assets_tests.fakes.faults import Fault
-from tvdb_assets_tests.fakes.multipart import parse_form
+from tvdb_assets_tests.fakes.multipart import FilePart, parse_form
 from tvdb_assets_tests.fakes.server import FakeServer, Request, Response
 
 DEFAULT_API_KEY = "llx-fake-test-key"
-DEFAULT_PAGE_SEPARATOR = "\n---\n"  # the server's default, and the SDK's split_by_page default
-ROUTES = ("upload", "status", "result")
+PROJECT_ID = "fake-project"
+ROUTES = ("upload", "parse", "status", "result")
+# What LlamaCloud charges, as its docs publish it: credits a page by tier, $1.25 per 1,000.
+CREDITS_PER_PAGE = {"fast": 1, "cost_effective": 3, "agentic": 10, "agentic_plus": 45}
+USD_PER_CREDIT = 1.25 / 1000
+_VERSION = re.compile(r"^(latest|\d{4}-\d{2}-\d{2})$")
 
-_ROUTE = re.compile(
-    r"^/api(?:/v1)?/parsing/(?:(?P<upload>upload)"
-    r"|job/(?P<job>[^/]+)(?:/result/(?P<raw>raw/)?(?P<kind>markdown|text|json))?)/?$"
-)
+_FILES = re.compile(r"^/api/v1/beta/files/?$")
+_PARSE = re.compile(r"^/api/v2/parse(?P<upload>/upload)?/?$")
+_JOB = re.compile(r"^/api/v2/parse/(?P<job>[^/]+)/?$")
 _DEFAULT_MESSAGES = {
     401: "Invalid authentication token",
     429: "Too many requests (injected fault).",
@@ -54,11 +61,20 @@ class HttpRecord:
     time: float
     method: str
     path: str
-    route: str  # upload | status | result | unknown
+    route: str  # upload | parse | status | result | unknown
     status: int  # 0 when the connection was dropped without an answer
     outcome: str  # ok | fault | outage | auth | invalid | not_found
     headers: dict[str, str]  # lower-cased, minus authorization
     query: dict[str, str]  # e.g. organization_id / project_id
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    file_id: str
+    name: str
+    content_type: str | None
+    purpose: str
+    data: bytes = field(repr=False)
 
 
 @dataclass(slots=True)
@@ -66,33 +82,41 @@ class ParseJob:
     """A job as the fake sees it; `jobs` hands out copies."""
 
     job_id: str
+    file_id: str
     file_name: str
     content_type: str | None
-    size: int  # uploaded bytes
-    pages: int  # pages parsed (and billed, once SUCCESS)
-    status: str  # PENDING | SUCCESS | ERROR
-    error_code: str | None
+    size: int  # bytes of the file parsed
+    tier: str
+    version: str
+    pages: int  # pages parsed (and billed, once COMPLETED)
+    status: str  # PENDING | RUNNING | COMPLETED | FAILED
+    error_code: str | None  # the fake's own reason code (the API only sends error_message)
     error_message: str | None
-    polls: int  # status polls answered
+    polls: int  # reads of the job answered
     created: float
     finished: float | None
-    form: dict[str, str]  # the upload's form fields, as sent
+    request: dict[str, Any]  # the job's configuration, as sent
     query: dict[str, str]
-    headers: dict[str, str]  # upload request headers, lower-cased, minus authorization
+    headers: dict[str, str]  # job start request headers, lower-cased, minus authorization
     page_results: list[ParsedPage] = field(default_factory=list, repr=False)
     pending_left: int = field(default=0, repr=False)
     planned_failure: tuple[str, str] | None = field(default=None, repr=False)
 
+    @property
+    def credits(self) -> int:
+        return self.pages * CREDITS_PER_PAGE[self.tier]
+
 
 class FakeLlamaParse(FakeServer):
-    """Loopback stand-in for LlamaParse (LlamaCloud parsing API)."""
+    """Loopback stand-in for LlamaParse (LlamaCloud's v2 parse API)."""
 
     def __init__(self, api_key: str = DEFAULT_API_KEY, *, pending_polls: int = 0) -> None:
         super().__init__()
         self.api_key = api_key
-        # Status polls a new job answers PENDING before finishing; read at upload time.
+        # Reads a new job answers RUNNING before finishing; read when the job starts.
         self.pending_polls = pending_polls
         self._lock = threading.Lock()
+        self._files: dict[str, StoredFile] = {}
         self._jobs: dict[str, ParseJob] = {}
         self._records: list[HttpRecord] = []
         self._uploads = 0
@@ -106,16 +130,16 @@ class FakeLlamaParse(FakeServer):
 
     @property
     def base_url(self) -> str:
-        """Pass as `LlamaParse(base_url=...)`."""
+        """Pass as `LlamaCloud(base_url=...)`."""
         return self.root_url
 
     def env(self) -> dict[str, str]:
-        """Environment variables that point the llama_cloud_services SDK here."""
+        """Environment variables that point the llama-cloud SDK here."""
         return {"LLAMA_CLOUD_API_KEY": self.api_key, "LLAMA_CLOUD_BASE_URL": self.base_url}
 
     @property
     def jobs(self) -> list[ParseJob]:
-        """Copies of every accepted job, in upload order."""
+        """Copies of every started job, in start order."""
         with self._lock:
             return [dataclasses.replace(job) for job in self._jobs.values()]
 
@@ -124,27 +148,43 @@ class FakeLlamaParse(FakeServer):
             return dataclasses.replace(self._jobs[job_id])
 
     @property
-    def billed_pages(self) -> int:
-        """Pages of the jobs that finished SUCCESS."""
+    def files(self) -> list[StoredFile]:
+        """Every file accepted, in upload order."""
         with self._lock:
-            return sum(job.pages for job in self._jobs.values() if job.status == "SUCCESS")
+            return list(self._files.values())
+
+    @property
+    def billed_pages(self) -> int:
+        """Pages of the jobs that COMPLETED."""
+        with self._lock:
+            return sum(job.pages for job in self._jobs.values() if job.status == "COMPLETED")
 
     @property
     def billable_pages(self) -> int:
         """What the real service would eventually charge: `billed_pages` plus the pages of
-        accepted jobs still PENDING that would succeed (e.g. ones a client abandoned after
-        its upload timed out: the server had accepted them anyway)."""
+        started jobs still running that would succeed (e.g. ones a client abandoned after
+        its request timed out: the server had started them anyway)."""
         with self._lock:
             return sum(
                 job.pages
                 for job in self._jobs.values()
-                if job.status == "SUCCESS"
-                or (job.status == "PENDING" and job.planned_failure is None)
+                if job.status == "COMPLETED"
+                or (job.status in ("PENDING", "RUNNING") and job.planned_failure is None)
             )
+
+    def bill(self) -> dict[str, tuple[int, float]]:
+        """The invoice so far: per tier, (pages, USD) of the jobs that COMPLETED."""
+        out: dict[str, tuple[int, float]] = {}
+        with self._lock:
+            for job in self._jobs.values():
+                if job.status == "COMPLETED":
+                    pages, usd = out.get(job.tier, (0, 0.0))
+                    out[job.tier] = (pages + job.pages, usd + job.credits * USD_PER_CREDIT)
+        return out
 
     @property
     def uploads(self) -> int:
-        """Upload requests received, refused ones included (so SDK retries show up)."""
+        """File upload requests received, refused ones included (so retries show up)."""
         with self._lock:
             return self._uploads
 
@@ -160,7 +200,8 @@ class FakeLlamaParse(FakeServer):
     # --- fault injection -------------------------------------------------------------
 
     def script(self, faults: Iterable[Fault], route: str = "upload") -> None:
-        """Queue faults for requests on `route` (upload | status | result), one per request."""
+        """Queue faults for requests on `route` (upload | parse | status | result), one per
+        request."""
         if route not in ROUTES:
             raise ValueError(f"route must be one of {ROUTES}, not {route!r}")
         self.faults.script(faults, route)
@@ -168,7 +209,7 @@ class FakeLlamaParse(FakeServer):
     def fail_next_jobs(
         self, n: int = 1, error: str = "Injected job failure.", code: str = "INJECTED_FAILURE"
     ) -> None:
-        """The next `n` accepted uploads end with status ERROR (after their pending polls)."""
+        """The next `n` started jobs end FAILED (after their pending reads)."""
         with self._lock:
             self._fail_next.extend([(code, error)] * n)
 
@@ -180,10 +221,7 @@ class FakeLlamaParse(FakeServer):
     # --- serving ---------------------------------------------------------------------
 
     def handle(self, request: Request) -> Response | None:
-        match = _ROUTE.match(request.path)
-        route = "unknown"
-        if match is not None:
-            route = "upload" if match["upload"] else "result" if match["kind"] else "status"
+        route, job_id = _route(request)
         if route == "upload":
             with self._lock:
                 self._uploads += 1
@@ -202,22 +240,20 @@ class FakeLlamaParse(FakeServer):
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
             return self._detail(request, route, 401, "auth", _DEFAULT_MESSAGES[401])
 
-        if match is None:
+        if route == "unknown":
             return self._detail(request, route, 404, "not_found", "Not Found")
-        expected = "POST" if route == "upload" else "GET"
+        expected = "GET" if route in ("status", "result") else "POST"
         if request.method != expected:
             return self._detail(request, route, 405, "invalid", "Method Not Allowed")
         if route == "upload":
             return self._upload(request)
+        if route == "parse":
+            return self._start(request)
         with self._lock:
-            job = self._jobs.get(match["job"])
+            job = self._jobs.get(job_id or "")
             if job is None:
-                response = self._detail_locked(request, route, 404, "not_found", "Job not found")
-            elif route == "status":
-                response = self._status_locked(request, job)
-            else:
-                response = self._result_locked(request, job, match["kind"], bool(match["raw"]))
-        return response
+                return self._detail_locked(request, route, 404, "not_found", "Job not found")
+            return self._read_locked(request, route, job)
 
     def _upload(self, request: Request) -> Response:
         try:
@@ -226,30 +262,68 @@ class FakeLlamaParse(FakeServer):
             return self._detail(request, "upload", 400, "invalid", str(exc))
         upload = form.files.get("file")
         if upload is None:
-            # input_url / input_s3_path uploads would need the fake to fetch: not supported.
-            return self._detail(request, "upload", 400, "invalid", "No file was uploaded.")
+            return self._detail(request, "upload", 422, "invalid", "No file was uploaded.")
+        purpose = form.fields.get("purpose")
+        if not purpose:
+            return self._detail(request, "upload", 422, "invalid", "purpose is required.")
+        with self._lock:
+            stored = self._store_locked(upload, purpose)
+            self._record_locked(request, "upload", 200, "ok")
+        return Response.of_json(200, _file_json(stored))
+
+    def _start(self, request: Request) -> Response:
+        """A job from a stored file (JSON) or from a file sent with it (multipart)."""
+        upload: FilePart | None = None
+        try:
+            if request.path.rstrip("/").endswith("/upload"):
+                form = parse_form(request.headers.get("content-type", ""), request.body)
+                upload = form.files.get("file")
+                config = json.loads(form.fields.get("configuration") or "{}")
+            else:
+                config = request.json()
+        except ValueError as exc:
+            return self._detail(request, "parse", 400, "invalid", f"Bad request: {exc}")
+        if not isinstance(config, dict):
+            return self._detail(request, "parse", 422, "invalid", "Expected a JSON object.")
+        tier, version = config.get("tier"), config.get("version")
+        if tier not in CREDITS_PER_PAGE:
+            message = f"tier must be one of {', '.join(CREDITS_PER_PAGE)}, not {tier!r}."
+            return self._detail(request, "parse", 422, "invalid", message)
+        if not isinstance(version, str) or not _VERSION.match(version):
+            message = f"version must be 'latest' or a date, not {version!r}."
+            return self._detail(request, "parse", 422, "invalid", message)
+        with self._lock:
+            if upload is not None:
+                stored = self._store_locked(upload, "parse")
+            else:
+                found = self._files.get(str(config.get("file_id")))
+                if found is None:
+                    return self._detail_locked(request, "parse", 404, "not_found", "No such file.")
+                stored = found
+        ranges = config.get("page_ranges") or {}
         failure: tuple[str, str] | None = None
         pages: list[ParsedPage] = []
         try:
             pages = select_pages(
-                extract_pages(upload.data),
-                form.fields.get("target_pages"),
-                form.fields.get("max_pages"),
+                extract_pages(stored.data), ranges.get("target_pages"), ranges.get("max_pages")
             )
         except ParseFailure as exc:
             failure = (exc.code, str(exc))
         except ValueError as exc:
-            return self._detail(request, "upload", 400, "invalid", f"Bad page selection: {exc}")
+            return self._detail(request, "parse", 422, "invalid", f"Bad page selection: {exc}")
         if self.page_suffix:
             pages = [ParsedPage(p.number, p.text + self.page_suffix) for p in pages]
         with self._lock:
             if self._fail_next:
                 failure = self._fail_next.pop(0)
             job = ParseJob(
-                job_id=str(uuid.uuid4()),
-                file_name=upload.filename,
-                content_type=upload.content_type,
-                size=len(upload.data),
+                job_id=f"pjb-{uuid.uuid4().hex}",
+                file_id=stored.file_id,
+                file_name=stored.name,
+                content_type=stored.content_type,
+                size=len(stored.data),
+                tier=tier,
+                version=version,
                 pages=len(pages),
                 status="PENDING",
                 error_code=None,
@@ -257,7 +331,7 @@ class FakeLlamaParse(FakeServer):
                 polls=0,
                 created=request.time,
                 finished=None,
-                form=dict(form.fields),
+                request=config,
                 query=dict(request.query),
                 headers=request.recorded_headers(),
                 page_results=pages,
@@ -265,37 +339,38 @@ class FakeLlamaParse(FakeServer):
                 planned_failure=failure,
             )
             self._jobs[job.job_id] = job
-            self._record_locked(request, "upload", 200, "ok")
-        return Response.of_json(200, _job_status(job))
+            self._record_locked(request, "parse", 200, "ok")
+            return Response.of_json(200, _job_json(job, usage=False))
 
-    def _status_locked(self, request: Request, job: ParseJob) -> Response:
+    def _read_locked(self, request: Request, route: str, job: ParseJob) -> Response:
+        """Every read of a job moves it on, as time would: RUNNING, then its end."""
         job.polls += 1
-        if job.status == "PENDING":
+        if job.status in ("PENDING", "RUNNING"):
             if job.pending_left > 0:
                 job.pending_left -= 1
+                job.status = "RUNNING"
             elif job.planned_failure is not None:
-                job.status = "ERROR"
+                job.status = "FAILED"
                 job.error_code, job.error_message = job.planned_failure
                 job.finished = request.time
             else:
-                job.status = "SUCCESS"  # billed from now on
+                job.status = "COMPLETED"  # billed from now on
                 job.finished = request.time
-        self._record_locked(request, "status", 200, "ok")
-        return Response.of_json(200, _job_status(job))
+        self._record_locked(request, route, 200, "ok")
+        if route == "result" and self.malformed_results:
+            return Response(200, b'{"job": {"id": "cut sho', "application/json", {})
+        expand = set(request.query_values("expand"))
+        body: dict[str, Any] = {"job": _job_json(job, usage="usage" in expand)}
+        if job.status == "COMPLETED":
+            body.update(_content(job, expand))
+        return Response.of_json(200, body)
 
-    def _result_locked(self, request: Request, job: ParseJob, kind: str, raw: bool) -> Response:
-        if job.status != "SUCCESS":
-            message = f"Job {job.job_id} has status {job.status}: no result."
-            return self._detail_locked(request, "result", 400, "invalid", message)
-        self._record_locked(request, "result", 200, "ok")
-        if self.malformed_results:
-            return Response(200, b'{"markdown": "cut sho', "application/json", {})
-        if kind == "json":
-            return Response.of_json(200, {"pages": _json_pages(job), **_metadata(job)})
-        text = _joined(job, markdown=kind == "markdown")
-        if raw:
-            return Response.of_text(200, text)
-        return Response.of_json(200, {kind: text, **_metadata(job)})
+    def _store_locked(self, upload: FilePart, purpose: str) -> StoredFile:
+        stored = StoredFile(
+            f"dfl-{uuid.uuid4().hex}", upload.filename, upload.content_type, purpose, upload.data
+        )
+        self._files[stored.file_id] = stored
+        return stored
 
     def _fault(self, request: Request, route: str, fault: Fault, outcome: str) -> Response:
         assert fault.status is not None
@@ -335,62 +410,60 @@ class FakeLlamaParse(FakeServer):
         )
 
 
-def _job_status(job: ParseJob) -> dict[str, Any]:
+def _route(request: Request) -> tuple[str, str | None]:
+    """The route a request is on, and the job it names."""
+    if _FILES.match(request.path):
+        return "upload", None
+    if _PARSE.match(request.path):
+        return "parse", None
+    match = _JOB.match(request.path)
+    if match is None:
+        return "unknown", None
+    return ("result" if request.query_values("expand") else "status"), match["job"]
+
+
+def _file_json(stored: StoredFile) -> dict[str, Any]:
     return {
+        "id": stored.file_id,
+        "name": stored.name,
+        "project_id": PROJECT_ID,
+        "file_type": stored.name.rsplit(".", 1)[-1] if "." in stored.name else None,
+        "purpose": stored.purpose,
+    }
+
+
+def _job_json(job: ParseJob, *, usage: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "id": job.job_id,
+        "project_id": PROJECT_ID,
         "status": job.status,
-        "error_code": job.error_code,
+        "tier": job.tier,
         "error_message": job.error_message,
     }
-
-
-def _metadata(job: ParseJob) -> dict[str, Any]:
-    return {
-        "job_metadata": {
-            "credits_used": float(job.pages),
-            "job_credits_usage": job.pages,
-            "job_pages": job.pages,
-            "job_auto_mode_triggered_pages": 0,
-            "job_is_cache_hit": False,
-        }
-    }
-
-
-def _page_markdown(job: ParseJob, page: ParsedPage) -> str:
-    prefix = decorate(job.form.get("page_prefix"), page)
-    suffix = decorate(job.form.get("page_suffix"), page)
-    return f"{prefix}{page.markdown}{suffix}"
-
-
-def _joined(job: ParseJob, *, markdown: bool) -> str:
-    """The whole document: pages joined with the upload's page_separator (or the default)."""
-    out = ""
-    for i, page in enumerate(job.page_results):
-        if i:
-            out += decorate(job.form.get("page_separator"), page, DEFAULT_PAGE_SEPARATOR)
-        out += _page_markdown(job, page) if markdown else page.text
+    if usage:
+        out["usage"] = {"credits": float(job.credits) if job.status == "COMPLETED" else None}
     return out
 
 
-def _json_pages(job: ParseJob) -> list[dict[str, Any]]:
-    # Keys as the SDK's `Page` model names them. No "job_id"/"file_name" at top level:
-    # JobResult(**result) would then get them twice and raise TypeError.
-    return [
-        {
-            "page": page.number,
-            "text": page.text,
-            "md": _page_markdown(job, page),
-            "images": [],
-            "charts": [],
-            "tables": [],
-            "layout": [],
-            "items": [{"type": "text", "value": page.text, "md": page.markdown}],
-            "status": "OK",
-            "links": [],
-            "triggeredAutoMode": False,
-            "parsingMode": "fake",
-            "noStructuredContent": True,
-            "noTextContent": not page.text,
+def _content(job: ParseJob, expand: set[str]) -> dict[str, Any]:
+    """What `expand` asks of a COMPLETED job; the fast tier has no markdown to give."""
+    out: dict[str, Any] = {}
+    markdown = job.tier != "fast"
+    if "markdown" in expand and markdown:
+        out["markdown"] = {
+            "pages": [
+                {"page_number": p.number, "markdown": p.markdown, "success": True}
+                for p in job.page_results
+            ]
         }
-        for page in job.page_results
-    ]
+    if "markdown_full" in expand and markdown:
+        out["markdown_full"] = "\n\n".join(p.markdown for p in job.page_results)
+    if "text" in expand:
+        out["text"] = {
+            "pages": [{"page_number": p.number, "text": p.text} for p in job.page_results]
+        }
+    if "text_full" in expand:
+        out["text_full"] = "\n\n".join(p.text for p in job.page_results)
+    if "job_metadata" in expand:
+        out["job_metadata"] = {"job_pages": job.pages, "credits_used": float(job.credits)}
+    return out

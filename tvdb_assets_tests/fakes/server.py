@@ -33,6 +33,12 @@ class Request:
     headers: dict[str, str]  # names lower-cased
     body: bytes
     time: float  # wall clock when the request arrived
+    raw_query: str = ""  # as sent: `query` keeps one value of a repeated name
+
+    def query_values(self, name: str) -> list[str]:
+        """Every value of a query parameter repeated (`a=1&a=2`) or comma-joined (`a=1,2`)."""
+        pairs = parse_qsl(self.raw_query, keep_blank_values=True)
+        return [part for key, value in pairs if key == name for part in value.split(",") if part]
 
     def json(self) -> Any:
         return json.loads(self.body.decode("utf-8"))
@@ -118,6 +124,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers=headers,
             body=body,
             time=arrived,
+            raw_query=url.query,
         )
         try:
             response = fake.handle(request)

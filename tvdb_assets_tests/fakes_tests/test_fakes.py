@@ -9,26 +9,20 @@ openai (3.57):
   `retry-after-ms` / `Retry-After` when 0 < value <= 120 s, else 0.5 s * 2^n (max 8 s) with
   jitter. Sends `x-stainless-retry-count` on each attempt.
 
-llama_cloud_services.LlamaParse (0.6.94):
-- `check_interval`/`max_timeout` are ints (0.1 fails validation). check_interval=0 with
-  backoff_pattern="constant" polls back to back; the default linear backoff adds 1 s a poll.
-- Upload: tenacity, 5 attempts, on 429/500/502/503/504 and connection errors/timeouts;
-  waits >= 4 s between attempts and ignores Retry-After. Exhausted retries raise
-  `tenacity.RetryError`; other statuses (401, 400) raise a bare `Exception("Failed to parse
-  the file: <body>")`.
-- Status polls swallow every HTTP error (even 401/404) and keep polling until max_timeout,
-  then raise bare `Exception("Timeout while parsing the file: <job id>")`.
-- A job with status ERROR/CANCELED raises `llama_cloud_services.parse.base.JobFailedException`
-  (error_code / error_message attributes) when ignore_errors=False, from parse() and
-  load_data() alike. With ignore_errors=True, parse() returns a JobResult with status/error
-  set and no pages, and load_data() prints the error and returns [].
-- The result fetch does not check the HTTP status.
-- parse() always fetches the *json* result (pages[].md), whatever result_type says;
-  load_data() fetches result_type and splits it on page_separator ("\\n---\\n").
-- Sync calls (parse/load_data/JobResult.get_markdown) reuse one cached httpx.AsyncClient
-  across per-call event loops: the second sync call on the same parser can fail with
-  "Event loop is closed" (raised as RuntimeError "Detected nested async"). Use one parser
-  per sync call, or the async API in a single loop.
+llama-cloud (2.19), the maintained LlamaParse SDK:
+- `files.create(file=..., purpose="parse")` posts multipart to /api/v1/beta/files;
+  `parsing.create(tier=, version=, file_id=)` posts JSON to /api/v2/parse (or, with
+  `upload_file=`, multipart with a `configuration` JSON field to /api/v2/parse/upload);
+  `parsing.get(job_id, expand=[...])` reads /api/v2/parse/{id}, `expand` repeated in the query.
+  `parsing.parse(...)` is create + `wait_for_completion` + get.
+- Retries 408/409/429/5xx and connection errors itself, `max_retries` (default 5, not 2 like
+  openai), honouring Retry-After up to 60 s; sends `x-stainless-retry-count` on each try. With
+  `max_retries=0` every error reaches the caller at once.
+- `wait_for_completion` sleeps `polling_interval` before each read, raises `PollingError`
+  (its own sentence, no job fields) for FAILED/CANCELLED and `PollingTimeoutError` after
+  `timeout`; an HTTP error on a read is raised, not swallowed (the 0.6 SDK swallowed them).
+- An answer cut short raises json's ValueError from the call, not an SDK error.
+- The fast tier writes no markdown: `expand=["markdown"]` gives `markdown=None`, text only.
 """
 
 import asyncio
@@ -36,12 +30,11 @@ import math
 import time
 from typing import Any
 
+import llama_cloud
 import openai
 import pytest
-import tenacity
-from llama_cloud_services import LlamaParse
-from llama_cloud_services.parse.base import JobFailedException
-from llama_cloud_services.parse.types import JobResult
+from llama_cloud import LlamaCloud
+from llama_cloud.types import ParsingGetResponse
 
 from tvdb_assets.lib.tokens import count_tokens, get_encoding
 from tvdb_assets_tests.corpus import pdf_bytes
@@ -213,184 +206,193 @@ def test_async_client(fake_openai: FakeOpenAI) -> None:
 PAGES = ["First page about alpaca farming.", "Second page about llama wool."]
 
 
-def _parser(fake: FakeLlamaParse, **overrides: Any) -> LlamaParse:
-    options: dict[str, Any] = {
-        "api_key": fake.api_key,
-        "base_url": fake.base_url,
-        "result_type": "markdown",
-        "ignore_errors": False,
-        "check_interval": 0,  # an int field: fractions fail validation
-        "backoff_pattern": "constant",
-        "max_timeout": 10,
-        "verbose": False,
-        "show_progress": False,
-    }
+def _cloud(fake: FakeLlamaParse, **overrides: Any) -> LlamaCloud:
+    options: dict[str, Any] = {"api_key": fake.api_key, "base_url": fake.base_url}
+    options.setdefault("max_retries", 0)
     options.update(overrides)
-    return LlamaParse(**options)
+    return LlamaCloud(**options)
 
 
-def test_parse_two_page_pdf(fake_llamaparse: FakeLlamaParse) -> None:
-    result = _parser(fake_llamaparse).parse(pdf_bytes(PAGES), extra_info={"file_name": "two.pdf"})
+def _parse(
+    client: LlamaCloud, data: bytes, name: str = "two.pdf", tier: str = "cost_effective"
+) -> ParsingGetResponse:
+    upload = client.files.create(file=(name, data, "application/pdf"), purpose="parse")
+    return client.parsing.parse(
+        tier=tier,
+        version="latest",
+        file_id=upload.id,
+        expand=["markdown", "usage"],
+        polling_interval=0,
+        timeout=10,
+    )
 
-    assert isinstance(result, JobResult)
-    markdown = result.get_markdown_documents()[0].text
-    assert all(page in markdown for page in PAGES)
-    assert [page.md for page in result.pages] == PAGES
-    assert result.job_metadata.job_pages == 2
+
+def test_parse_two_page_pdf_and_bill_it_by_tier(fake_llamaparse: FakeLlamaParse) -> None:
+    result = _parse(_cloud(fake_llamaparse), pdf_bytes(PAGES), tier="agentic")
+
+    assert result.job.status == "COMPLETED" and result.job.tier == "agentic"
+    assert result.markdown is not None
+    assert [page.markdown for page in result.markdown.pages] == PAGES  # type: ignore[union-attr]
+    assert result.job.usage is not None and result.job.usage.credits == 2 * 10
     assert fake_llamaparse.billed_pages == 2
+    assert fake_llamaparse.bill() == {"agentic": (2, pytest.approx(20 * 1.25 / 1000))}
     (job,) = fake_llamaparse.jobs
-    assert (job.file_name, job.pages, job.status) == ("two.pdf", 2, "SUCCESS")
+    assert (job.file_name, job.pages, job.status, job.tier) == (
+        "two.pdf",
+        2,
+        "COMPLETED",
+        "agentic",
+    )
     assert job.content_type == "application/pdf"
     assert "authorization" not in job.headers
+    routes = [r.route for r in fake_llamaparse.requests]
+    assert routes == ["upload", "parse", "status", "result"]
 
 
-async def _aparse_and_raw_markdown(parser: LlamaParse, data: bytes) -> str:
-    result = await parser.aparse(data, extra_info={"file_name": "two.pdf"})
-    assert isinstance(result, JobResult)
-    return await result.aget_markdown()  # the /api/v1/.../result/raw/markdown route
-
-
-def test_async_parse_and_raw_markdown(fake_llamaparse: FakeLlamaParse) -> None:
-    # One event loop for the whole conversation: see test_reusing_a_parser_across_sync_calls.
-    markdown = asyncio.run(_aparse_and_raw_markdown(_parser(fake_llamaparse), pdf_bytes(PAGES)))
-    assert markdown == "\n---\n".join(PAGES)
-
-
-def test_reusing_a_parser_across_sync_calls_breaks(fake_llamaparse: FakeLlamaParse) -> None:
-    """SDK quirk: sync calls run `asyncio.run` per call once the thread has no current loop
-    (true after any asyncio.run), but the parser caches one httpx.AsyncClient whose pooled
-    keep-alive connections belong to the first, now closed, loop. The second call fails with
-    "Event loop is closed", re-raised as RuntimeError("Detected nested async ..."); load_data
-    (ignore_errors=True) would instead swallow it and return []. Use a fresh LlamaParse per
-    sync call, or the async API inside one loop.
-    """
-    asyncio.set_event_loop(None)  # the state any earlier asyncio.run leaves behind
-    parser = _parser(fake_llamaparse)
-    parser.parse(pdf_bytes(PAGES), extra_info={"file_name": "a.pdf"})
-    with pytest.raises(RuntimeError, match="nested async"):
-        parser.parse(pdf_bytes(PAGES), extra_info={"file_name": "b.pdf"})
-
-
-def test_load_data_splits_markdown_by_page(fake_llamaparse: FakeLlamaParse) -> None:
-    docs = _parser(fake_llamaparse).load_data(pdf_bytes(PAGES), extra_info={"file_name": "two.pdf"})
-    assert [doc.text for doc in docs] == PAGES
-    text = _parser(fake_llamaparse, split_by_page=False).load_data(
-        b"plain *markdown* text", extra_info={"file_name": "note.md"}
+def test_one_shot_upload_and_expand_options(fake_llamaparse: FakeLlamaParse) -> None:
+    client = _cloud(fake_llamaparse)
+    result = client.parsing.parse(
+        tier="cost_effective",
+        version="2026-09-28",
+        upload_file=("two.pdf", pdf_bytes(PAGES), "application/pdf"),
+        page_ranges={"target_pages": "2"},
+        expand=["text_full", "markdown_full"],
+        polling_interval=0,
     )
-    assert [doc.text for doc in text] == ["plain *markdown* text"]
-    assert fake_llamaparse.billed_pages == 2 + 1
-    assert fake_llamaparse.uploads == 2
-
-
-def test_failed_job_raises_job_failed_exception(fake_llamaparse: FakeLlamaParse) -> None:
-    fake_llamaparse.fail_next_jobs(2, error="the model fell over")
-    with pytest.raises(JobFailedException) as caught:
-        _parser(fake_llamaparse).parse(pdf_bytes(PAGES), extra_info={"file_name": "a.pdf"})
-    assert caught.value.status == "ERROR"
-    assert caught.value.error_message == "the model fell over"
-    with pytest.raises(JobFailedException):
-        _parser(fake_llamaparse).load_data(pdf_bytes(PAGES), extra_info={"file_name": "a.pdf"})
-    assert fake_llamaparse.billed_pages == 0
-    assert [job.status for job in fake_llamaparse.jobs] == ["ERROR", "ERROR"]
-
-
-def test_ignore_errors_swallows_failed_jobs(fake_llamaparse: FakeLlamaParse) -> None:
-    fake_llamaparse.fail_next_jobs(2)
-    result = _parser(fake_llamaparse, ignore_errors=True).parse(
-        pdf_bytes(PAGES), extra_info={"file_name": "a.pdf"}
-    )
-    assert isinstance(result, JobResult)
-    assert (result.status, result.pages) == ("ERROR", [])
-    docs = _parser(fake_llamaparse, ignore_errors=True).load_data(
-        pdf_bytes(PAGES), extra_info={"file_name": "a.pdf"}
-    )
-    assert docs == []
-    assert [job.status for job in fake_llamaparse.jobs] == ["ERROR", "ERROR"]
-
-
-def test_unreadable_pdf_fails_the_job(fake_llamaparse: FakeLlamaParse) -> None:
-    with pytest.raises(JobFailedException) as caught:
-        _parser(fake_llamaparse).parse(b"%PDF-1.7\n garbage", extra_info={"file_name": "x.pdf"})
-    assert caught.value.error_code == "UNREADABLE_FILE"
-
-
-def test_pending_polls_and_query_params(fake_llamaparse: FakeLlamaParse) -> None:
-    fake_llamaparse.pending_polls = 3
-    parser = _parser(fake_llamaparse, organization_id="org-1", project_id="proj-1")
-    parser.parse(pdf_bytes(PAGES), extra_info={"file_name": "a.pdf"})
+    assert result.text_full == PAGES[1] and result.markdown_full == PAGES[1]
+    assert result.markdown is None and result.job.usage is None  # only what was asked
     (job,) = fake_llamaparse.jobs
-    assert job.polls == 4
-    assert job.query == {"organization_id": "org-1", "project_id": "proj-1"}
+    assert (job.version, job.pages, job.request["page_ranges"]) == (
+        "2026-09-28",
+        1,
+        {"target_pages": "2"},
+    )
+    assert [r.route for r in fake_llamaparse.requests] == ["parse", "status", "result"]
 
 
-def test_status_poll_errors_are_swallowed(fake_llamaparse: FakeLlamaParse) -> None:
-    fake_llamaparse.script([Fault(status=500), Fault(status=401)], route="status")
-    parser = _parser(fake_llamaparse)
-    result = parser.parse(pdf_bytes(PAGES), extra_info={"file_name": "a.pdf"})
-    assert isinstance(result, JobResult) and result.job_metadata.job_pages == 2
-    statuses = [r.status for r in fake_llamaparse.requests if r.route == "status"]
-    assert statuses == [500, 401, 200]
+def test_fast_tier_gives_text_not_markdown(fake_llamaparse: FakeLlamaParse) -> None:
+    client = _cloud(fake_llamaparse)
+    upload = client.files.create(file=("note.md", b"plain *markdown* text"), purpose="parse")
+    job = client.parsing.create(tier="fast", version="latest", file_id=upload.id)
+    client.parsing.wait_for_completion(job.id, polling_interval=0)
+    result = client.parsing.get(job.id, expand=["markdown", "text", "usage"])
+    assert result.markdown is None
+    assert result.text is not None and [p.text for p in result.text.pages] == [
+        "plain *markdown* text"
+    ]
+    assert result.job.usage is not None and result.job.usage.credits == 1
+    assert fake_llamaparse.bill() == {"fast": (1, pytest.approx(1.25 / 1000))}
 
 
-def test_wrong_key_upload_raises_plain_exception(fake_llamaparse: FakeLlamaParse) -> None:
-    parser = _parser(fake_llamaparse, api_key="llx-wrong")
-    with pytest.raises(Exception, match="Failed to parse the file") as caught:
-        parser.parse(pdf_bytes(PAGES), extra_info={"file_name": "a.pdf"})
-    assert type(caught.value) is Exception
-    assert fake_llamaparse.uploads == 1  # 401 is not retried
-
-
-def _no_upload_backoff(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Skip the SDK's upload backoff (>= 4 s); returns the wait_exponential kwargs it used.
-
-    make_api_request builds its tenacity policy per call from this module global.
-    """
-    built: list[dict[str, Any]] = []
-
-    def no_wait(**kwargs: Any) -> Any:
-        built.append(kwargs)
-        return tenacity.wait_none()
-
-    monkeypatch.setattr("llama_cloud_services.parse.utils.wait_exponential", no_wait)
-    return built
-
-
-def test_upload_429_is_retried_ignoring_retry_after(
-    fake_llamaparse: FakeLlamaParse, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    waits = _no_upload_backoff(monkeypatch)
-    fake_llamaparse.script([Fault(status=429, retry_after=0.1)])
-    result = _parser(fake_llamaparse).parse(pdf_bytes(PAGES), extra_info={"file_name": "a.pdf"})
-    assert isinstance(result, JobResult)
-    assert [r.status for r in fake_llamaparse.requests if r.route == "upload"] == [429, 200]
-    # Unpatched, that retry sleeps exponential backoff with a 4 s floor; no header is read.
-    assert waits == [{"multiplier": 1, "min": 4, "max": 10}]
-    assert fake_llamaparse.billed_pages == 2
-
-
-def test_upload_outage_exhausts_retries(
-    fake_llamaparse: FakeLlamaParse, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _no_upload_backoff(monkeypatch)
-    fake_llamaparse.outage(503)
-    with pytest.raises(tenacity.RetryError):
-        _parser(fake_llamaparse).parse(pdf_bytes(PAGES), extra_info={"file_name": "a.pdf"})
-    assert fake_llamaparse.uploads == 5
+def test_unknown_tier_or_version_is_refused(fake_llamaparse: FakeLlamaParse) -> None:
+    client = _cloud(fake_llamaparse)
+    upload = client.files.create(file=("a.md", b"text"), purpose="parse")
+    with pytest.raises(llama_cloud.UnprocessableEntityError, match="tier must be one of"):
+        client.parsing.create(tier="premium", version="latest", file_id=upload.id)
+    with pytest.raises(llama_cloud.UnprocessableEntityError, match="version must be"):
+        client.parsing.create(tier="fast", version="yesterday", file_id=upload.id)
     assert fake_llamaparse.jobs == []
 
 
-def test_upload_timeout_leaves_an_abandoned_job(
-    fake_llamaparse: FakeLlamaParse, monkeypatch: pytest.MonkeyPatch
+def test_failed_job_raises_polling_error_without_its_reason(
+    fake_llamaparse: FakeLlamaParse,
 ) -> None:
-    _no_upload_backoff(monkeypatch)
-    fake_llamaparse.script([Fault(delay=1.15)])
-    parser = _parser(fake_llamaparse, max_timeout=1)
-    parser.parse(pdf_bytes(PAGES), extra_info={"file_name": "a.pdf"})
-    assert fake_llamaparse.wait_idle(5)
-    # The retry succeeded and was billed; the timed-out upload was accepted server-side.
+    fake_llamaparse.fail_next_jobs(1, error="the model fell over")
+    client = _cloud(fake_llamaparse)
+    upload = client.files.create(file=("a.pdf", pdf_bytes(PAGES)), purpose="parse")
+    job = client.parsing.create(tier="agentic", version="latest", file_id=upload.id)
+    with pytest.raises(llama_cloud.PollingError):
+        client.parsing.wait_for_completion(job.id, polling_interval=0)
+    # The reason is the job's: read it once more.
+    failed = client.parsing.get(job.id).job
+    assert (failed.status, failed.error_message) == ("FAILED", "the model fell over")
+    assert fake_llamaparse.billed_pages == 0 and fake_llamaparse.bill() == {}
+
+
+def test_unreadable_pdf_fails_the_job(fake_llamaparse: FakeLlamaParse) -> None:
+    with pytest.raises(llama_cloud.PollingError):
+        _parse(_cloud(fake_llamaparse), b"%PDF-1.7\n garbage", "x.pdf")
+    (job,) = fake_llamaparse.jobs
+    assert (job.status, job.error_code) == ("FAILED", "UNREADABLE_FILE")
+
+
+def test_pending_reads_and_query_params(fake_llamaparse: FakeLlamaParse) -> None:
+    fake_llamaparse.pending_polls = 3
+    client = _cloud(fake_llamaparse)
+    upload = client.files.create(file=("a.pdf", pdf_bytes(PAGES)), purpose="parse")
+    job = client.parsing.create(
+        tier="fast", version="latest", file_id=upload.id, organization_id="org-1", project_id="p-1"
+    )
+    assert job.status == "PENDING"
+    done = client.parsing.wait_for_completion(
+        job.id, polling_interval=0, backoff="constant", timeout=10
+    )
+    assert done.status == "COMPLETED"
+    (record,) = fake_llamaparse.jobs
+    assert record.polls == 4  # three RUNNING, then COMPLETED
+    assert record.query == {"organization_id": "org-1", "project_id": "p-1"}
+
+
+def test_status_read_errors_are_raised_not_swallowed(fake_llamaparse: FakeLlamaParse) -> None:
+    fake_llamaparse.script([Fault(status=500)], route="status")
+    client = _cloud(fake_llamaparse)
+    upload = client.files.create(file=("a.pdf", pdf_bytes(PAGES)), purpose="parse")
+    job = client.parsing.create(tier="fast", version="latest", file_id=upload.id)
+    with pytest.raises(llama_cloud.InternalServerError):
+        client.parsing.wait_for_completion(job.id, polling_interval=0)
+    # Reading again is harmless: the job goes on, and is billed once.
+    assert client.parsing.wait_for_completion(job.id, polling_interval=0).status == "COMPLETED"
     assert fake_llamaparse.billed_pages == 2
-    assert fake_llamaparse.billable_pages == 4
-    assert sorted(job.status for job in fake_llamaparse.jobs) == ["PENDING", "SUCCESS"]
+
+
+def test_wrong_key_is_an_authentication_error(fake_llamaparse: FakeLlamaParse) -> None:
+    client = _cloud(fake_llamaparse, api_key="llx-wrong", max_retries=3)
+    with pytest.raises(llama_cloud.AuthenticationError):
+        client.files.create(file=("a.pdf", pdf_bytes(PAGES)), purpose="parse")
+    assert fake_llamaparse.uploads == 1  # 401 is not retried
+    assert all("llx-wrong" not in str(r) for r in fake_llamaparse.requests)
+
+
+def test_sdk_retries_429_after_retry_after(fake_llamaparse: FakeLlamaParse) -> None:
+    """Why the client runs the SDK with max_retries=0: it retries on its own (5 times by
+    default), so a retry layer of ours on top would multiply attempts."""
+    fake_llamaparse.script([Fault(status=429, retry_after=0.3)])
+    started = time.monotonic()
+    _cloud(fake_llamaparse, max_retries=1).files.create(
+        file=("a.pdf", pdf_bytes(PAGES)), purpose="parse"
+    )
+    assert time.monotonic() - started >= 0.3
+    uploads = [r for r in fake_llamaparse.requests if r.route == "upload"]
+    assert [r.status for r in uploads] == [429, 200]
+    assert [r.headers.get("x-stainless-retry-count") for r in uploads] == ["0", "1"]
+    assert llama_cloud.DEFAULT_MAX_RETRIES == 5
+
+
+def test_outage_with_no_sdk_retries_is_one_request(fake_llamaparse: FakeLlamaParse) -> None:
+    fake_llamaparse.outage(503)
+    with pytest.raises(llama_cloud.InternalServerError):
+        _parse(_cloud(fake_llamaparse), pdf_bytes(PAGES))
+    assert fake_llamaparse.uploads == 1
+    assert fake_llamaparse.jobs == []
+
+
+def test_job_start_timeout_leaves_a_job_that_bills(fake_llamaparse: FakeLlamaParse) -> None:
+    fake_llamaparse.script([Fault(delay=1.15)], route="parse")
+    client = _cloud(fake_llamaparse, timeout=1.0)
+    upload = client.files.create(file=("a.pdf", pdf_bytes(PAGES)), purpose="parse")
+    with pytest.raises(llama_cloud.APITimeoutError):
+        client.parsing.create(tier="cost_effective", version="latest", file_id=upload.id)
+    assert fake_llamaparse.wait_idle(5)
+    # The client gave up, the service did not: a job it will bill, unseen by the client.
+    assert fake_llamaparse.billed_pages == 0 and fake_llamaparse.billable_pages == 2
+    assert [job.status for job in fake_llamaparse.jobs] == ["PENDING"]
+
+
+def test_a_result_cut_short_raises_value_error(fake_llamaparse: FakeLlamaParse) -> None:
+    fake_llamaparse.malformed_results = True
+    with pytest.raises(ValueError):
+        _parse(_cloud(fake_llamaparse), pdf_bytes(PAGES))
+    assert fake_llamaparse.billed_pages == 2  # the job itself completed
 
 
 # --- helpers -------------------------------------------------------------------------

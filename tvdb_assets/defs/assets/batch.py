@@ -9,6 +9,7 @@ from typing import Any
 import dagster as dg
 
 from tvdb_assets.defs.partitions import cached_partition_lookups
+from tvdb_assets.lib import logs
 from tvdb_assets.lib.costs.calls import CallContext
 from tvdb_assets.lib.store.ingest_errors import IngestError
 
@@ -59,7 +60,11 @@ def call_context(context: dg.AssetExecutionContext) -> CallContext:
     correlation_id = run.tags.get(CORRELATION_TAG) or run.run_id.replace("-", "")[:16]
     if CORRELATION_TAG not in run.tags:
         context.instance.add_run_tags(run.run_id, {CORRELATION_TAG: correlation_id})
-    return CallContext(run.run_id, context.partition_keys, correlation_id)
+    call = CallContext(run.run_id, context.partition_keys, correlation_id)
+    # The step's log lines carry the call's ids (`lib/logs.py`) while it runs: a process
+    # may run one run after another.
+    logs.bind(call, active=lambda: dg.AssetExecutionContext.get() is context)
+    return call
 
 
 def report_ok(

@@ -20,10 +20,9 @@ from tvdb_assets.lib.embedding import MockEmbedder
 from tvdb_assets.lib.errors import DocumentError
 from tvdb_assets.lib.ids import sha256_text
 from tvdb_assets.lib.parsing import LocalParser
+from tvdb_assets.lib.parsing.tiers import DEFAULT_TIER, Tier, parser_name
 from tvdb_assets.lib.store import documents, embedding_cache, parse_cache
 from tvdb_assets.lib.store.cost_ledger import spend
-
-LLAMAPARSE_PARSER = "llamaparse"
 
 
 @dataclass(frozen=True)
@@ -32,13 +31,18 @@ class Plan:
     embed_with_service: bool  # embedder mode real/hybrid
     model: str
     dims: int
+    parse_tier: Tier = DEFAULT_TIER
 
     @classmethod
-    def for_modes(cls, parser_mode: str, embedder_mode: str) -> "Plan":
+    def for_modes(
+        cls, parser_mode: str, embedder_mode: str, parse_tier: Tier = DEFAULT_TIER
+    ) -> "Plan":
         """What runs in these modes would send, with the deployment's model."""
         model, dims = settings.embedding()
         embed = embedder_mode != "mock"
-        return cls(parser_mode != "mock", embed, model if embed else MockEmbedder.model, dims)
+        return cls(
+            parser_mode != "mock", embed, model if embed else MockEmbedder.model, dims, parse_tier
+        )
 
 
 def estimate(
@@ -66,7 +70,7 @@ def estimate(
             rows.append((inbox_path, f"fails: {exc.reason}", 0, 0, 0, 0, 0, 0.0, 0.0))
             continue
         pages = parsed.pages or 1
-        cached_parse = parse_cache.has(conn, LLAMAPARSE_PARSER, sha)
+        cached_parse = parse_cache.has(conn, parser_name(plan.parse_tier), sha)
         billed_pages = pages if plan.parse_with_service and not cached_parse else 0
         chunks = chunk_markdown(parsed.markdown, page_starts=parsed.page_starts)
         hashes = {sha256_text(c.text): c.tokens for c in chunks}
@@ -79,7 +83,7 @@ def estimate(
             inbox_path,
             "again" if again else status,
             pages, billed_pages, len(chunks), sum(hashes.values()), tokens,
-            prices.price("llamaparse", "default", billed_pages).usd,
+            prices.price("llamaparse", plan.parse_tier, billed_pages).usd,
             prices.price("openai", plan.model, tokens).usd if tokens else 0.0,
         ))  # fmt: skip
     table = pd.DataFrame(

@@ -1,18 +1,24 @@
-"""LlamaParse through its SDK, behind the circuit breaker, one retry layer and the budget.
+"""LlamaParse through its maintained SDK (`llama-cloud` 2.x), behind the circuit breaker,
+one retry layer and the budget.
 
-The SDK would turn a failed job into an empty result (`ignore_errors=True`) and check PyPI
-for updates; both are switched off. It also retries uploads itself (5 attempts, ignoring
-Retry-After): `_UploadGate` turns a failed upload into our ServiceError at once, which its
-retry policy does not match, so `call_with_retries` is the one retry layer.
+A document takes three steps: upload the file (`files.create`), start a parse job at the
+configured tier (`parsing.create`), wait for it (`parsing.wait_for_completion`) and read
+its pages (`parsing.get`). The SDK runs with `max_retries=0`; each step goes through
+`call_with_retries`, so attempts never multiply. Once the service has accepted a job it
+bills it, so a job is never started twice: a job start that timed out is not retried, and
+whatever fails after the start fails the document as "maybe billed" (the ledger keeps the
+estimate). Polls and the result fetch only read, and are retried.
+
+The SDK is imported when the first document is sent: it takes a second or more to import,
+and mock mode never needs it.
 """
 
 import logging
+import threading
 import time
 from collections.abc import Callable
-
-import httpx
-from llama_cloud_services import LlamaParse
-from llama_cloud_services.parse.base import JobFailedException
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tvdb_assets.lib.costs import prices
 from tvdb_assets.lib.costs.calls import CallContext
@@ -23,13 +29,20 @@ from tvdb_assets.lib.parsing.base import Parser
 from tvdb_assets.lib.parsing.detect import Kind, detect_kind
 from tvdb_assets.lib.parsing.local import DEFAULT_MAX_BYTES
 from tvdb_assets.lib.parsing.pdf import count_pages
+from tvdb_assets.lib.parsing.tiers import DEFAULT_TIER, SERVICE, Tier, parser_name
 from tvdb_assets.lib.resilience import CircuitBreaker, call_with_retries, classify_http
 from tvdb_assets.lib.services import ServiceClient
 
-SERVICE = "llamaparse"
-MODEL = "default"
+if TYPE_CHECKING:
+    from llama_cloud import LlamaCloud
+
+T = TypeVar("T")
+
+# "latest" is the tier's current parser; a dated version would pin it.
+VERSION = "latest"
 CORRELATION_HEADER = "X-Correlation-Id"
 PAGE_SEPARATOR = "\n\n"
+MAX_POLL_SECONDS = 5.0  # polls slow down by a second each, up to this
 _MIME = {
     Kind.PDF: "application/pdf",
     Kind.HTML: "text/html",
@@ -39,8 +52,16 @@ _MIME = {
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """A finished job's pages, in order, and the credits the service billed (None: not
+    counted yet)."""
+
+    pages: list[str]
+    credits: float | None
+
+
 class LlamaParseParser(ServiceClient, Parser):
-    name = "llamaparse"
     cacheable = True  # results are worth keeping by content hash: they cost money
 
     def __init__(
@@ -51,9 +72,10 @@ class LlamaParseParser(ServiceClient, Parser):
         breaker: CircuitBreaker,
         ledger: Ledger | None,
         call: CallContext | None = None,
+        tier: Tier = DEFAULT_TIER,
         attempts: int = 5,
         timeout: float = 300.0,
-        check_interval: int = 1,
+        check_interval: float = 1.0,
         concurrency: int = 4,
         max_bytes: int = DEFAULT_MAX_BYTES,
         sleep: Callable[[float], None] = time.sleep,
@@ -61,10 +83,14 @@ class LlamaParseParser(ServiceClient, Parser):
         super().__init__(breaker=breaker, ledger=ledger, call=call, attempts=attempts, sleep=sleep)
         self.api_key = api_key
         self.base_url = base_url
+        self.tier = tier
+        self.name = parser_name(tier)
         self.timeout = timeout
         self.check_interval = check_interval
         self.concurrency = concurrency
         self.max_bytes = max_bytes
+        self._sdk: LlamaCloud | None = None
+        self._sdk_lock = threading.Lock()
 
     def parse(self, path: str, data: bytes) -> ParsedDocument:
         kind = detect_kind(path, data)
@@ -72,11 +98,13 @@ class LlamaParseParser(ServiceClient, Parser):
             raise DocumentError(path, "empty file")
         if len(data) > self.max_bytes:
             raise DocumentError(path, f"file too large (limit {self.max_bytes} bytes)")
-        estimate = prices.price(SERVICE, MODEL, _page_count(path, data, kind))
+        estimate = prices.price(SERVICE, self.tier, _page_count(path, data, kind))
         call = self.call.child()
         with self.breaker.guard():
-            result = self._paid(estimate, call, lambda: self._send(path, data, call), _billed)
-        pages = [page.md or page.text or "" for page in result.pages]
+            result = self._paid(
+                estimate, call, lambda: self._job(path, data, kind, call), self._billed
+            )
+        pages = result.pages
         if not any(p.strip() for p in pages):
             raise DocumentError(path, "LlamaParse returned no text")
         starts, offset = [], 0
@@ -92,93 +120,199 @@ class LlamaParseParser(ServiceClient, Parser):
             page_starts=tuple(starts) if paginated else (),
         )
 
-    def _send(self, path: str, data: bytes, call: CallContext):  # type: ignore[no-untyped-def]
+    def close(self) -> None:
+        with self._sdk_lock:
+            if self._sdk is not None:
+                self._sdk.close()
+                self._sdk = None
+        super().close()
+
+    def _client(self) -> "LlamaCloud":
+        # One client for the parser's threads: the SDK's sync client (httpx) is thread-safe.
+        with self._sdk_lock:
+            if self._sdk is None:
+                from llama_cloud import LlamaCloud
+
+                self._sdk = LlamaCloud(
+                    api_key=self.api_key,
+                    base_url=self.base_url,
+                    timeout=self.timeout,
+                    max_retries=0,
+                )
+            return self._sdk
+
+    def _billed(self, result: _Parsed) -> prices.Charge:
+        return prices.llamaparse_billed(self.tier, len(result.pages), result.credits)
+
+    def _job(self, path: str, data: bytes, kind: Kind, call: CallContext) -> _Parsed:
+        client = self._client()
+        headers = {CORRELATION_HEADER: call.correlation_id}
+        name = path.rsplit("/", 1)[-1]
+        upload = self._step(
+            "upload",
+            path,
+            call,
+            lambda: client.files.create(
+                file=(name, data, _MIME[kind]), purpose="parse", extra_headers=headers
+            ),
+        )
+        job = self._step(
+            "parse request",
+            path,
+            call,
+            lambda: client.parsing.create(
+                tier=self.tier, version=VERSION, file_id=upload.id, extra_headers=headers
+            ),
+            starts_job=True,
+        )
+        self._wait(client, job.id, path, call)
+        # The fast tier gives text only; the others give markdown.
+        content = "text" if self.tier == "fast" else "markdown"
+        answer = self._step(
+            "result",
+            path,
+            call,
+            lambda: client.parsing.get(job.id, expand=[content, "usage"], extra_headers=headers),
+            billed=True,
+        )
+        return _read(answer, content)
+
+    def _wait(self, client: "LlamaCloud", job_id: str, path: str, call: CallContext) -> None:
+        from llama_cloud import PollingError, PollingTimeoutError
+
+        headers = {CORRELATION_HEADER: call.correlation_id}
+        try:
+            self._step(
+                "status poll",
+                path,
+                call,
+                lambda: client.parsing.wait_for_completion(
+                    job_id,
+                    polling_interval=self.check_interval,
+                    max_interval=max(MAX_POLL_SECONDS, self.check_interval),
+                    timeout=self.timeout,
+                    extra_headers=headers,
+                ),
+                billed=True,
+            )
+        except PollingTimeoutError:
+            raise ServiceError(
+                SERVICE,
+                f"job {job_id} gave no result within {self.timeout:.0f} s",
+                retryable=False,
+                maybe_billed=True,
+            ) from None
+        except PollingError:
+            # Its message is the SDK's own sentence; the job itself says why it failed.
+            failed = self._step(
+                "status poll",
+                path,
+                call,
+                lambda: client.parsing.get(job_id, extra_headers=headers),
+                billed=True,
+            ).job
+            reason = failed.error_message or f"job {failed.status.lower()}"
+            raise DocumentError(path, f"LlamaParse could not parse it ({reason})") from None
+
+    def _step(
+        self,
+        what: str,
+        path: str,
+        call: CallContext,
+        request: Callable[[], T],
+        *,
+        starts_job: bool = False,
+        billed: bool = False,
+    ) -> T:
+        """One SDK call, retried where that cannot start a second job.
+
+        `starts_job`: the call starts a billed job, so a timeout (the service may have
+        started it) is not retried. `billed`: a job was started, so any failure may have
+        been billed.
+        """
+
+        def attempt() -> T:
+            try:
+                return request()
+            except Exception as exc:
+                translated = _translated(what, exc, starts_job=starts_job, billed=billed)
+                if translated is None:
+                    raise
+                raise translated from None
+
         def on_retry(number: int, error: BaseException, wait: float) -> None:
             log.warning(
-                "[%s] %s attempt %d for %s failed (%s); retrying in %.1f s",
-                call.correlation_id, SERVICE, number, path, error, wait,
+                "[%s] %s %s attempt %d for %s failed (%s); retrying in %.1f s",
+                call.correlation_id, SERVICE, what, number, path, error, wait,
             )  # fmt: skip
 
         return call_with_retries(
-            lambda: self._job(path, data, call),
-            attempts=self.attempts,
-            sleep=self._sleep,
-            on_retry=on_retry,
+            attempt, attempts=self.attempts, sleep=self._sleep, on_retry=on_retry
         )
 
-    def _job(self, path: str, data: bytes, call: CallContext):  # type: ignore[no-untyped-def]
-        client = LlamaParse(
-            api_key=self.api_key,
-            base_url=self.base_url or "https://api.cloud.llamaindex.ai",
-            result_type="markdown",
-            ignore_errors=False,
-            check_for_updates=False,
-            verbose=False,
-            show_progress=False,
-            max_timeout=int(self.timeout),
-            check_interval=self.check_interval,
-            custom_client=httpx.AsyncClient(
-                transport=_UploadGate(),
-                timeout=self.timeout,
-                headers={
-                    "Authorization": f"Bearer {self.api_key}",
-                    CORRELATION_HEADER: call.correlation_id,
-                },
-            ),
-        )
-        name = path.rsplit("/", 1)[-1]
-        try:
-            return client.parse(data, extra_info={"file_name": name})
-        except ServiceError:
-            raise
-        except JobFailedException as exc:
-            reason = exc.error_message or exc.error_code or "no reason given"
-            raise DocumentError(path, f"LlamaParse could not parse it ({reason})") from None
-        except Exception as exc:
-            # The SDK's poll loop swallows HTTP errors and gives up at max_timeout with a bare
-            # Exception. Not retried: the job may still finish, and a new upload would be a
-            # second job billed.
-            raise ServiceError(SERVICE, f"no result ({_clean(exc)})", retryable=False) from None
 
+def _translated(what: str, exc: Exception, *, starts_job: bool, billed: bool) -> Exception | None:
+    """The SDK's error as our ServiceError (None: not the SDK's, let it through).
 
-class _UploadGate(httpx.AsyncBaseTransport):
-    """Surfaces a failed upload as our ServiceError before the SDK's own retries see it.
-
-    Status polls and result fetches pass through untouched: the SDK polls until the job
-    is done anyway.
+    Nothing of the SDK's exception is kept: its text can quote the request.
     """
+    from llama_cloud import APIConnectionError, APIStatusError, APITimeoutError
 
-    def __init__(self) -> None:
-        self._inner = httpx.AsyncHTTPTransport()
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        upload = request.method == "POST"
-        try:
-            response = await self._inner.handle_async_request(request)
-        except httpx.TransportError as exc:
-            if not upload:
-                raise
-            timeout = isinstance(exc, httpx.TimeoutException)
-            what = "upload timed out" if timeout else "upload connection failed"
-            raise classify_http(
-                SERVICE, None, what, None, timeout=timeout, connection=not timeout
-            ) from None
-        if upload and response.status_code >= 400:
-            await response.aread()
-            raise classify_http(
-                SERVICE,
-                response.status_code,
-                f"upload refused (HTTP {response.status_code})",
-                dict(response.headers),
+    if isinstance(exc, APITimeoutError):
+        if starts_job or billed:
+            # The service may have started (and will bill) the job: never start another.
+            return ServiceError(
+                SERVICE, f"{what} timed out", retryable=not starts_job, maybe_billed=True
             )
-        return response
+        return classify_http(SERVICE, None, f"{what} timed out", None, timeout=True)
+    if isinstance(exc, APIConnectionError):
+        return classify_http(
+            SERVICE, None, f"{what} connection failed", None, connection=True, maybe_billed=billed
+        )
+    if isinstance(exc, APIStatusError):
+        status = exc.status_code
+        message = f"{what} refused (HTTP {status})"
+        if status in (401, 403):
+            message += ": authentication failed (check LLAMA_CLOUD_API_KEY)"
+        elif detail := _detail(exc.body):
+            message += f": {detail}"
+        headers = dict(exc.response.headers)
+        return classify_http(SERVICE, status, message, headers, maybe_billed=billed)
+    if isinstance(exc, ValueError | TypeError | AttributeError):
+        # An answer the SDK could not read (cut short, not the shape it expects).
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        return ServiceError(
+            SERVICE, f"{what}: unreadable answer ({reason})", retryable=False, maybe_billed=billed
+        )
+    return None
 
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+
+def _detail(body: object) -> str | None:
+    """The service's own words from an error body ({"detail": ...})."""
+    if isinstance(body, dict):
+        detail = body.get("detail")
+        if isinstance(detail, str):
+            return detail[:200]
+    return None
 
 
-def _billed(result) -> prices.Charge:  # type: ignore[no-untyped-def]  # the SDK's JobResult
-    return prices.price(SERVICE, MODEL, result.job_metadata.job_pages or len(result.pages))
+def _read(answer: Any, content: str) -> _Parsed:
+    """A finished job's pages (a page the service failed is empty, so the others keep
+    their numbers) and its billed credits."""
+    try:
+        section = getattr(answer, content)
+        by_number = {}
+        for page in section.pages if section is not None else []:
+            ok = getattr(page, "success", True)
+            by_number[page.page_number] = getattr(page, content) if ok else ""
+        usage = answer.job.usage
+        credits = usage.credits if usage is not None else None
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ServiceError(
+            SERVICE, f"result: unreadable answer ({type(exc).__name__})", retryable=False,
+            maybe_billed=True,
+        ) from None  # fmt: skip
+    return _Parsed([by_number[n] for n in sorted(by_number)], credits)
 
 
 def _page_count(path: str, data: bytes, kind: Kind) -> int:
@@ -186,8 +320,3 @@ def _page_count(path: str, data: bytes, kind: Kind) -> int:
     if kind is not Kind.PDF:
         return 1
     return max(1, count_pages(path, data))
-
-
-def _clean(exc: Exception) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:200]

@@ -66,15 +66,27 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    buckets = [p for p in args.paths if p.startswith("s3://")]
+    if buckets and len(buckets) < len(args.paths):
+        print("tvdb ingest: give s3:// URLs or local paths, not both", file=sys.stderr)
+        return 2
     if args.dry_run:
+        if buckets:
+            print("tvdb ingest: --dry-run estimates local files only", file=sys.stderr)
+            return 2
         return cmd_dry_run(args)
     from tvdb_assets import dagster_env
     from tvdb_assets.lib import intake, workers
 
     dagster_env.prepare()
     # A file copied into the inbox is work to do: the workers' fork server boots (imports,
-    # the tokenizer) from then on, while the intake goes on and Dagster loads.
-    taken = intake.take_in([Path(p) for p in args.paths], on_copy=workers.start)
+    # the tokenizer) from then on, while the intake goes on and Dagster loads. Objects in
+    # the bucket are read where they are, by the runs, as the sensor's runs read them.
+    taken = (
+        intake.take_in_bucket(buckets)
+        if buckets
+        else intake.take_in([Path(p) for p in args.paths], on_copy=workers.start)
+    )
     if not taken.has_work:  # everything stored already: no run, no need to load Dagster at all
         return _report(intake.summarize(taken, [], []))
     if taken.wanted:
@@ -233,7 +245,8 @@ def _report(summary: "intake.IngestSummary") -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from tvdb_assets.lib import clients, settings
-    from tvdb_assets.lib.search import search
+    from tvdb_assets.lib.errors import TvdbError
+    from tvdb_assets.lib.search import search, upload_links
 
     # Outside a Dagster run the key is read from the environment here, not through EnvVar.
     config = clients.EmbedderSettings(
@@ -248,20 +261,61 @@ def cmd_search(args: argparse.Namespace) -> int:
         hits = search(args.query, args.k, embedder)
     finally:
         embedder.close()
+    try:
+        links = upload_links(hits)
+    except TvdbError as exc:  # the results stand without their links
+        print(f"tvdb search: no links to the uploads: {exc}", file=sys.stderr)
+        links = {}
     for hit in hits:
-        print(
-            json.dumps(
-                {
-                    "score": round(hit.score, 4),
-                    "document": hit.document,
-                    "heading_path": list(hit.heading_path),
-                    "pages": [hit.page_start, hit.page_end] if hit.page_start else None,
-                    "text": hit.text[: args.snippet],
-                },
-                ensure_ascii=False,
-            )
-        )
+        result = {
+            "score": round(hit.score, 4),
+            "document": hit.document,
+            "heading_path": list(hit.heading_path),
+            "pages": [hit.page_start, hit.page_end] if hit.page_start else None,
+            "text": hit.text[: args.snippet],
+        }
+        if hit.partition_key in links:
+            result["link"] = links[hit.partition_key]
+        print(json.dumps(result, ensure_ascii=False))
     return 0
+
+
+def cmd_url(args: argparse.Namespace) -> int:
+    """Print a time-limited link to a document's original upload (uploads in a bucket)."""
+    from tvdb_assets.lib import clients, store
+    from tvdb_assets.lib.uploads import links
+
+    uploads = clients.upload_store()
+    if not uploads.gives_links:
+        print(
+            f"tvdb url: uploads are in a local folder ({uploads.describe()}), which has no "
+            "links; links need TVDB_UPLOADS_MODE=real and a bucket",
+            file=sys.stderr,
+        )
+        return 2
+    with store.connect() as conn:
+        found = links.find(conn, uploads, args.document)
+    if found is None:
+        print(
+            f"tvdb url: no upload {args.document!r}: give a partition key or a path in "
+            f"{uploads.describe()}",
+            file=sys.stderr,
+        )
+        return 1
+    print(uploads.link(found.path, args.expires))
+    return 0
+
+
+def _seconds_of_a_link(text: str) -> int:
+    from tvdb_assets.lib.uploads.s3 import MAX_LINK_SECONDS
+
+    try:
+        seconds = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 1 <= seconds <= MAX_LINK_SECONDS:
+        raise argparse.ArgumentTypeError(f"from 1 to {MAX_LINK_SECONDS} seconds (7 days)")
+    return seconds
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -318,12 +372,55 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return child.wait()
 
 
+def cmd_webhook_serve(args: argparse.Namespace) -> int:
+    """Receive signed upload notices and LlamaParse job events until SIGINT or SIGTERM."""
+    from tvdb_assets.lib import database, settings, store
+    from tvdb_assets.lib.store import webhook_events
+    from tvdb_assets.lib.webhooks import receiver, signatures
+
+    secret, llama_secret = settings.webhook_secret(), settings.llama_webhook_secret()
+    problem = signatures.weak_secret("TVDB_WEBHOOK_SECRET", secret)
+    if problem is None and llama_secret is not None:
+        problem = signatures.weak_secret("TVDB_LLAMA_WEBHOOK_SECRET", llama_secret)
+    if problem is not None or secret is None:
+        print(f"tvdb webhook serve: {problem}; no delivery is taken unsigned", file=sys.stderr)
+        return 2
+    url = database.database_url()
+    # The database answers, its schema is migrated, and what was acted upon long ago goes.
+    with store.connect(url) as conn:
+        webhook_events.prune(conn, receiver.KEEP_CONSUMED_DAYS)
+    try:
+        sock = receiver.bind(args.host, args.port)
+    except OSError as exc:
+        print(
+            f"tvdb webhook serve: cannot listen on {args.host}:{args.port} ({exc.strerror})",
+            file=sys.stderr,
+        )
+        return 2
+    host, port = sock.getsockname()[:2]
+    llama = receiver.LLAMAPARSE_PATH if llama_secret else "off (TVDB_LLAMA_WEBHOOK_SECRET unset)"
+    print(
+        f"receiving on http://{host}:{port}: upload notices at {receiver.UPLOADS_PATH}, "
+        f"LlamaParse events at {llama}",
+        flush=True,
+    )
+    receiver.serve(sock, receiver.Secrets(secret, llama_secret), url)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tvdb", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    ingest = sub.add_parser("ingest", help="copy files into the inbox and ingest them now")
-    ingest.add_argument("paths", nargs="+", help="files or directories")
+    ingest = sub.add_parser(
+        "ingest", help="copy files into the inbox (or list a bucket) and ingest them now"
+    )
+    ingest.add_argument(
+        "paths",
+        nargs="+",
+        help="files or directories, or s3://bucket/prefix URLs in the uploads bucket (read "
+        "where they are)",
+    )
     ingest.add_argument("--batch-size", type=int, default=None, help="documents per run")
     ingest.add_argument(
         "--dry-run",
@@ -363,6 +460,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.set_defaults(func=cmd_search)
 
+    url = sub.add_parser("url", help="print a time-limited link to a document's upload")
+    url.add_argument("document", help="a partition key, or the upload's path in the bucket")
+    url.add_argument(
+        "--expires",
+        type=_seconds_of_a_link,
+        default=3600,
+        help="seconds the link works (default 3600; at most 7 days)",
+    )
+    url.set_defaults(func=cmd_url)
+
     status = sub.add_parser("status", help="counts per table and open ingest errors")
     status.set_defaults(func=cmd_status)
 
@@ -370,6 +477,15 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=3000)
     dev.set_defaults(func=cmd_dev)
+
+    webhook = sub.add_parser("webhook", help="receive signed webhook deliveries")
+    webhook_commands = webhook.add_subparsers(dest="webhook_command", required=True)
+    serve = webhook_commands.add_parser(
+        "serve", help="an HTTP receiver for signed upload notices and LlamaParse job events"
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8765, help="0: any free port")
+    serve.set_defaults(func=cmd_webhook_serve)
     return parser
 
 

@@ -19,6 +19,7 @@ from tvdb_assets import dagster_env
 from tvdb_assets.lib import database, services, store
 from tvdb_assets_tests.fakes.fixtures import fake_llamaparse, fake_openai  # noqa: F401
 from tvdb_assets_tests.fakes.openai_fake import FakeOpenAI
+from tvdb_assets_tests.fakes.s3_server import fake_s3, s3_server  # noqa: F401
 
 _ENV = (
     "TVDB_DATABASE_URL",

@@ -19,6 +19,7 @@ from tvdb_assets_tests.compose import (
     ROOT,
     SERVICES,
     command,
+    environment,
     image_paths,
     interpolate,
     option,
@@ -258,3 +259,19 @@ def test_the_kubernetes_instance_is_the_template_with_a_launcher_and_a_larger_qu
     # No URL (they hold the database password) and no key: those are the Secret's.
     assert "://" not in yaml.safe_dump(kubernetes)
     assert not variables(kubernetes) and "env_vars" not in config
+
+
+def test_the_webhook_receiver_is_an_opt_in_service_of_the_same_image() -> None:
+    webhook = SERVICES["webhook"]
+    assert webhook["profiles"] == ["webhook"]  # `docker compose up` alone leaves it out
+    args = command("webhook")
+    assert args[0] == "tvdb"
+    assert cli.build_parser().parse_args(args[1:]).func is cli.cmd_webhook_serve
+    port = option(args, "--port")
+    assert webhook["ports"] == [f"127.0.0.1:{port}:{port}"]
+    # Compose starts even with no secret set: the receiver itself refuses, in one line.
+    dotenv = {"POSTGRES_PASSWORD": "pw"}
+    env = environment("webhook", dotenv)
+    assert env["TVDB_WEBHOOK_SECRET"] == ""
+    # It records events in the pipeline's database, where the runs read them.
+    assert env["TVDB_DATABASE_URL"] == environment("code-server", dotenv)["TVDB_DATABASE_URL"]

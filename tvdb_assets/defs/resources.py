@@ -22,6 +22,7 @@ from tvdb_assets.lib.parsing import Parser
 from tvdb_assets.lib.parsing.tiers import Tier
 from tvdb_assets.lib.settings import Mode
 from tvdb_assets.lib.uploads import UploadStore
+from tvdb_assets.lib.uploads.s3 import KEYS_PER_PAGE
 
 C = TypeVar("C", Parser, Embedder)
 S = TypeVar("S", bound=clients.ServiceSettings)
@@ -107,14 +108,27 @@ class EmbedderResource(ServiceResource):
 
 
 class UploadsResource(dg.ConfigurableResource):
-    """Where uploads are read from (mock: the local inbox directory)."""
+    """Where uploads are read from.
+
+    mock: the local inbox directory. real: an S3-compatible bucket (AWS S3, Supabase
+    Storage, MinIO) at TVDB_S3_ENDPOINT_URL, with the keys of AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY, which come from the environment only. hybrid: the bucket too (a
+    local folder cannot stand in for it). Unset fields are read when a run or tick starts.
+    """
 
     mode: Mode = "mock"
-    directory: str | None = None  # unset: TVDB_UPLOADS_DIR, read when a run starts
+    directory: str | None = None  # mock; unset: TVDB_UPLOADS_DIR
+    bucket: str | None = None  # real; unset: TVDB_S3_BUCKET
+    prefix: str | None = None  # real, a folder in the bucket; unset: TVDB_S3_PREFIX
+    # real: keys the sensor lists a tick; a larger bucket is listed over several ticks.
+    keys_per_tick: int = KEYS_PER_PAGE
 
     def client(self) -> UploadStore:
+        config = clients.UploadSettings(
+            self.mode, self.directory, self.bucket, self.prefix, self.keys_per_tick
+        )
         try:
-            return clients.upload_store(self.mode, self.directory)
+            return clients.upload_store(config)
         except ConfigError as exc:
             raise dg.Failure(str(exc)) from None
 

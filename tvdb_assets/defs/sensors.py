@@ -1,4 +1,5 @@
-"""The inbox sensor: new and changed uploads become batch runs, deleted ones retire."""
+"""The inbox sensor: new and changed uploads (files in the inbox, or objects in a bucket)
+become batch runs, deleted ones retire."""
 
 import hashlib
 import json
@@ -87,22 +88,32 @@ def upload_events(files: list[sync.InboxFile]) -> list[dg.AssetMaterialization]:
 @dataclass(frozen=True)
 class InboxCursor:
     """`listing`: the inbox fingerprint once all of it was stored (then an idle tick costs
-    one directory scan); None while documents are unfinished, so every tick looks again.
-    `generation` counts the ticks that requested runs."""
+    one directory scan, or one bucket listing); None while documents are unfinished, so
+    every tick looks again. `generation` counts the ticks that requested runs. `after`:
+    where the next tick goes on listing a bucket too large for one tick (None: from the
+    start)."""
 
     listing: str | None = None
     generation: int = 0
+    after: str | None = None
 
     @classmethod
     def parse(cls, cursor: str | None) -> "InboxCursor":
         try:
             data = json.loads(cursor or "{}")
-            return cls(data.get("listing"), int(data.get("generation", 0)))
+            after = data.get("after")
+            return cls(
+                data.get("listing"),
+                int(data.get("generation", 0)),
+                after if isinstance(after, str) else None,
+            )
         except (ValueError, TypeError, AttributeError):
             return cls()  # a cursor of an older version: look at the whole inbox again
 
     def dump(self) -> str:
-        return json.dumps({"listing": self.listing, "generation": self.generation})
+        return json.dumps(
+            {"listing": self.listing, "generation": self.generation, "after": self.after}
+        )
 
 
 @dg.sensor(
@@ -115,23 +126,27 @@ def inbox_sensor(
     upload_store: UploadsResource,
     database: PostgresResource,
 ) -> dg.SensorResult | dg.SkipReason:
-    """Watches the inbox: adds a partition per new file and requests runs in batches.
+    """Watches the inbox (or bucket): adds a partition per new upload and requests runs in
+    batches.
 
     It compares the inbox with what is stored, so documents that a crashed run or a killed
     `tvdb ingest` left undone are requested again; documents in a queued or running run, or
-    claimed by a live `tvdb ingest`, are left to it. Only files whose size or mtime moved
-    are hashed.
+    claimed by a live `tvdb ingest`, are left to it. Only uploads whose size or mtime (an
+    object's ETag) moved are hashed. A bucket larger than `keys_per_tick` is listed a page
+    a tick, each page compared with the registry's uploads in the same stretch of keys.
     """
     uploads = upload_store.client()
-    listing = list(uploads.list())
-    mark = sync.fingerprint(listing)
     cursor = InboxCursor.parse(context.cursor)
-    if cursor.listing == mark:
+    page = uploads.list_page(cursor.after, upload_store.keys_per_tick)
+    listing = page.uploads
+    # Only a listing of everything can be recognised unchanged without the database.
+    mark = sync.fingerprint(listing) if page.span.whole else None
+    if mark is not None and cursor.listing == mark:
         return dg.SkipReason(f"inbox unchanged and stored ({len(listing)} files)")
     instance = context.instance
     with database.connect() as conn:
         orphans = fail_orphaned_runs(instance, conn)
-        changes = sync.refresh(conn, uploads, listing)
+        changes = sync.refresh(conn, uploads, listing, page.span)
         unfinished = [f.partition_key for f in changes.unfinished]
         # Documents of queued or running runs, and of runs that failed by themselves a
         # moment ago (retried after a pause, never in a storm), are left alone.
@@ -140,7 +155,7 @@ def inbox_sensor(
     if orphans:
         context.log.warning(f"marked {len(orphans)} run(s) of dead processes failed")
     if not (taken.mine or changes.removed):
-        settled = InboxCursor(None if taken.elsewhere else mark, cursor.generation)
+        settled = InboxCursor(None if taken.elsewhere else mark, cursor.generation, page.next_after)
         why = (
             f"{len(taken.elsewhere)} document(s) in flight or waiting to retry"
             if taken.elsewhere
@@ -166,5 +181,5 @@ def inbox_sensor(
         dynamic_partitions_requests=partition_requests,
         asset_events=upload_events(changes.added + changes.changed),
         # Not settled until the runs are done: the next tick looks again.
-        cursor=InboxCursor(None, generation).dump(),
+        cursor=InboxCursor(None, generation, page.next_after).dump(),
     )

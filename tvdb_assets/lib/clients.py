@@ -22,6 +22,7 @@ from tvdb_assets.lib.parsing.tiers import DEFAULT_TIER, Tier
 from tvdb_assets.lib.resilience import CircuitBreaker
 from tvdb_assets.lib.settings import Mode
 from tvdb_assets.lib.uploads import LocalInbox, UploadStore
+from tvdb_assets.lib.uploads.s3 import KEYS_PER_PAGE, S3Bucket, S3Credentials, S3Location
 
 MB = 1024 * 1024
 NO_KEY = "no key ({} is not set)"
@@ -81,14 +82,37 @@ def embedder(config: EmbedderSettings, call: CallContext | None = None) -> Embed
     return HybridEmbedder(real, mock) if config.mode == "hybrid" else real
 
 
-def upload_store(mode: Mode = "mock", directory: str | None = None) -> UploadStore:
-    """mock: the local inbox directory (`directory`, else TVDB_UPLOADS_DIR)."""
-    if mode != "mock":
+@dataclass(frozen=True)
+class UploadSettings:
+    """Where uploads are read from. Unset fields: the environment's (TVDB_UPLOADS_MODE,
+    TVDB_UPLOADS_DIR, TVDB_S3_BUCKET, TVDB_S3_PREFIX); the keys only ever come from it."""
+
+    mode: Mode | None = None
+    directory: str | None = None  # mock: the inbox folder
+    bucket: str | None = None  # real: the bucket, and a folder in it
+    prefix: str | None = None
+    keys_per_tick: int = KEYS_PER_PAGE  # real: keys a sensor tick lists (more: over ticks)
+
+
+def upload_store(config: UploadSettings | None = None) -> UploadStore:
+    """mock: the local inbox directory. real: an S3-compatible bucket (AWS S3, Supabase
+    Storage, MinIO). hybrid: the bucket too, since a local folder cannot stand in for it
+    (its paths would be other uploads)."""
+    config = config or UploadSettings()
+    mode = config.mode or settings.mode_from_env("TVDB_UPLOADS_MODE")
+    if mode == "mock":
+        return LocalInbox(config.directory or settings.uploads_dir())
+    bucket, prefix, endpoint_url, region = settings.uploads_bucket()
+    bucket = config.bucket or bucket
+    if not bucket:
         raise ConfigError(
-            f"uploads mode {mode!r} is not available yet: uploads come from the local "
-            "inbox ('mock') only"
+            f"uploads mode {mode!r} reads a bucket: set TVDB_S3_BUCKET (and TVDB_S3_PREFIX, "
+            "TVDB_S3_ENDPOINT_URL unless it is AWS)"
         )
-    return LocalInbox(directory or settings.uploads_dir())
+    location = S3Location(
+        bucket, config.prefix if config.prefix is not None else prefix, endpoint_url, region
+    )
+    return S3Bucket(location, S3Credentials(*settings.aws_credentials()), config.keys_per_tick)
 
 
 def _llamaparse(config: ParserSettings, call: CallContext | None) -> Parser:

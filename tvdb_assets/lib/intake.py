@@ -1,4 +1,5 @@
-"""What `tvdb ingest` does before any run: copy the sources in, see what changed, and say so.
+"""What `tvdb ingest` does before any run: copy the sources in (or list them where they are,
+in the uploads bucket), see what changed, and say so.
 
 Free of Dagster, so an ingest with nothing new to do finishes without loading it.
 """
@@ -10,14 +11,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tvdb_assets.lib import settings, store, sync
+from tvdb_assets.lib import clients, settings, store, sync
+from tvdb_assets.lib.errors import ConfigError
 from tvdb_assets.lib.ids import partition_key_for, shown_path
 from tvdb_assets.lib.store import chunks as chunk_store
 from tvdb_assets.lib.store import claims, documents, inbox_files, ingest_errors
 from tvdb_assets.lib.store.inbox_files import InboxFile
 from tvdb_assets.lib.store.ingest_errors import IngestError
-from tvdb_assets.lib.uploads import LocalInbox
+from tvdb_assets.lib.uploads import LocalInbox, UploadInfo, UploadStore
 from tvdb_assets.lib.uploads.local import skipped_on_purpose
+from tvdb_assets.lib.uploads.s3 import S3Bucket
 
 
 @dataclass
@@ -158,14 +161,61 @@ class Intake:
 
 def take_in(sources: Sequence[Path], on_copy: Callable[[], None] | None = None) -> Intake:
     started = time.perf_counter()
+    mode = settings.mode_from_env("TVDB_UPLOADS_MODE")
+    if mode != "mock":
+        # The registry mirrors one store: the local inbox's listing would retire every
+        # document of the bucket's.
+        raise ConfigError(
+            f"uploads come from a bucket (TVDB_UPLOADS_MODE={mode}): put the files in it "
+            "and run `tvdb ingest s3://bucket/prefix`"
+        )
     inbox = settings.uploads_dir()
     inbox.mkdir(parents=True, exist_ok=True)
     targets = copy_into_inbox(sources, inbox, on_copy)
     ours = {dest.relative_to(inbox).as_posix() for _, dest in targets.pairs}
-    uploads = LocalInbox(inbox)
+    return _register(LocalInbox(inbox), None, ours, targets.skipped, started)
+
+
+def take_in_bucket(urls: Sequence[str]) -> Intake:
+    """`tvdb ingest s3://bucket/prefix`: the objects under each URL, read where they are
+    (no copy), registered exactly as the sensor registers them. The URLs must lie in the
+    uploads bucket (TVDB_S3_BUCKET, TVDB_S3_PREFIX), which every run and the sensor read."""
+    started = time.perf_counter()
+    uploads = clients.upload_store()
+    if not isinstance(uploads, S3Bucket):
+        raise ConfigError(
+            "uploads come from the local inbox: set TVDB_UPLOADS_MODE=real and "
+            "TVDB_S3_BUCKET (TVDB_S3_PREFIX, TVDB_S3_ENDPOINT_URL) to ingest from a bucket"
+        )
+    try:
+        wanted = [uploads.location.relative(url) for url in urls]
+    except ValueError as exc:
+        raise ConfigError(
+            f"{exc} (TVDB_S3_BUCKET, TVDB_S3_PREFIX): the runs and the sensor read that one"
+        ) from None
+    listing = list(uploads.list())
+    mine = [i for i in listing if any(_under(i.path, where) for where in wanted)]
+    ours = {i.path for i in mine if i.refused is None}
+    # Refused keys are skipped here as a local ingest skips odd entries; the refresh also
+    # records an error row naming each, as the sensor does.
+    skipped = [(shown_path(i.path), why) for i in mine if (why := i.refused) is not None]
+    return _register(uploads, listing, ours, skipped, started)
+
+
+def _under(path: str, where: str) -> bool:
+    return not where or path == where or path.startswith(f"{where}/")
+
+
+def _register(
+    uploads: UploadStore,
+    listing: list[UploadInfo] | None,
+    ours: set[str],
+    skipped: list[tuple[str, str]],
+    started: float,
+) -> Intake:
     with store.connect() as conn:
-        changes = sync.refresh(conn, uploads, list(uploads.list()))
-        intake = Intake(ours, targets.skipped, changes, claims.orphaned_runs(conn), {}, started)
+        changes = sync.refresh(conn, uploads, listing)
+        intake = Intake(ours, skipped, changes, claims.orphaned_runs(conn), {}, started)
         intake.stored.update(documents.hashes(conn, [f.partition_key for f in intake.wanted]))
     return intake
 

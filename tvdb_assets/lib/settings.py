@@ -31,6 +31,27 @@ def uploads_dir() -> Path:
     return Path(os.environ.get("TVDB_UPLOADS_DIR", "data/uploads")).resolve()
 
 
+def uploads_bucket() -> tuple[str | None, str, str | None, str | None]:
+    """The bucket `real` uploads come from: TVDB_S3_BUCKET, TVDB_S3_PREFIX (a folder in it),
+    TVDB_S3_ENDPOINT_URL (unset for AWS; Supabase Storage, MinIO: theirs) and AWS_REGION."""
+    return (
+        os.environ.get("TVDB_S3_BUCKET") or None,
+        os.environ.get("TVDB_S3_PREFIX", ""),
+        os.environ.get("TVDB_S3_ENDPOINT_URL") or None,
+        os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None,
+    )
+
+
+def aws_credentials() -> tuple[str | None, str | None, str | None]:
+    """AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN: the bucket's keys, from
+    the environment only (never from a run's config). Unset: boto3's own chain (a role)."""
+    return (
+        os.environ.get("AWS_ACCESS_KEY_ID") or None,
+        os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
+        os.environ.get("AWS_SESSION_TOKEN") or None,
+    )
+
+
 def dagster_home() -> Path:
     return Path(os.environ.get("DAGSTER_HOME") or home_dir() / "dagster_home").resolve()
 
@@ -130,6 +151,23 @@ def base_url(variable: str) -> str | None:
     return os.environ.get(variable) or None
 
 
+def webhook_secret() -> str | None:
+    """TVDB_WEBHOOK_SECRET: the key upload notices are signed with (`X-TVDB-Signature`)."""
+    return os.environ.get("TVDB_WEBHOOK_SECRET", "").strip() or None
+
+
+def llama_webhook_secret() -> str | None:
+    """TVDB_LLAMA_WEBHOOK_SECRET: the secret each parse job hands LlamaCloud to sign its
+    events with (`LC-Signature`). A secret of its own: this one is given to a third party."""
+    return os.environ.get("TVDB_LLAMA_WEBHOOK_SECRET", "").strip() or None
+
+
+def llamaparse_webhook_url() -> str | None:
+    """TVDB_LLAMAPARSE_WEBHOOK_URL: where LlamaCloud posts parse job events, the public
+    address of `tvdb webhook serve`'s /webhooks/llamaparse; None: jobs are polled."""
+    return os.environ.get("TVDB_LLAMAPARSE_WEBHOOK_URL", "").strip() or None
+
+
 def secret(variable: str) -> str | None:
     """An API key from the environment, for the CLI (Dagster runs read it through EnvVar)."""
     return os.environ.get(variable) or None
@@ -143,6 +181,7 @@ SECRET_VARIABLES = (
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
     "TVDB_WEBHOOK_SECRET",
+    "TVDB_LLAMA_WEBHOOK_SECRET",
     "POSTGRES_PASSWORD",
 )
 

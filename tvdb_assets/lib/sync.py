@@ -6,7 +6,7 @@ changed is ingested, and bulk work goes as runs over contiguous ranges of partit
 
 import hashlib
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psycopg
 
@@ -15,7 +15,7 @@ from tvdb_assets.lib.store import claims, inbox_files, ingest_errors
 from tvdb_assets.lib.store.connection import lock_named
 from tvdb_assets.lib.store.inbox_files import InboxFile
 from tvdb_assets.lib.store.ingest_errors import IngestError
-from tvdb_assets.lib.uploads import UploadInfo, UploadStore
+from tvdb_assets.lib.uploads import WHOLE, Span, UploadInfo, UploadStore
 
 INBOX_LOCK = "tvdb_assets.inbox"
 
@@ -30,6 +30,9 @@ class InboxChanges:
     removed: list[InboxFile] = field(default_factory=list)
     # Content not (yet) stored: new, changed, and whatever an interrupted run left undone.
     unfinished: list[InboxFile] = field(default_factory=list)
+    # Listed, but could not be read to hash (refused, with the reason): a known upload stays
+    # as it was, rows and all, since a passing failure must not retire a document.
+    unreadable: list[UploadInfo] = field(default_factory=list)
 
     @property
     def resumed(self) -> list[InboxFile]:
@@ -47,16 +50,25 @@ def fingerprint(listing: Sequence[UploadInfo]) -> str:
 
 
 def diff(
-    uploads: UploadStore, listing: Sequence[UploadInfo], known: dict[str, InboxFile]
+    uploads: UploadStore,
+    listing: Sequence[UploadInfo],
+    known: dict[str, InboxFile],
+    span: Span = WHOLE,
 ) -> InboxChanges:
-    """Compare a listing with the registry; only files whose size or mtime moved are hashed."""
+    """Compare a listing of `span` with the registry; only files whose size or mtime (an
+    object's ETag) moved are hashed. Known uploads outside the span are not looked at."""
     changes = InboxChanges()
     listing = [info for info in listing if info.refused is None]
     for info in sorted(listing, key=lambda i: i.path):
         old = known.get(info.path)
         if old and (old.bytes, old.mtime_ns) == (info.bytes, info.mtime_ns):
             continue
-        sha = uploads.sha256(info.path)
+        try:
+            sha = uploads.sha256(info.path)
+        except OSError as exc:
+            reason = f"cannot read ({exc.strerror or exc})"
+            changes.unreadable.append(replace(info, refused=reason))
+            continue
         seen = InboxFile(partition_key_for(info.path), info.path, info.bytes, info.mtime_ns, sha)
         if old is None:
             changes.added.append(seen)
@@ -65,33 +77,44 @@ def diff(
         else:
             changes.touched.append(seen)
     listed = {info.path for info in listing}
-    changes.removed = [f for path, f in known.items() if path not in listed]
+    changes.removed = [f for path, f in known.items() if span.holds(path) and path not in listed]
     return changes
 
 
 def refresh(
-    conn: psycopg.Connection, uploads: UploadStore, listing: Sequence[UploadInfo]
+    conn: psycopg.Connection,
+    uploads: UploadStore,
+    listing: Sequence[UploadInfo] | None = None,
+    span: Span = WHOLE,
 ) -> InboxChanges:
-    """Diff the listing against the registry, store what was seen and retire what is gone.
+    """Diff the listing (of `span`: all the uploads, or a page of a bucket) against the
+    registry, store what was seen and retire what is gone. Without a listing, the store is
+    listed under the inbox lock: then a file another process copied in and registered a
+    moment ago is listed too, never retired as gone.
 
     What is unfinished is read from the stored rows, never from a marker of what was once
     requested: after any crash, the unfinished documents are exactly those left undone.
     """
     with conn.transaction():
         lock_named(conn, INBOX_LOCK)
-        changes = diff(uploads, listing, inbox_files.load_all(conn))
+        if listing is None:
+            listing = list(uploads.list())
+        changes = diff(uploads, listing, inbox_files.load_all(conn), span)
         inbox_files.upsert(conn, changes.added + changes.changed + changes.touched)
         if changes.removed:
             inbox_files.retire(conn, [f.partition_key for f in changes.removed])
-        _record_refused(conn, listing)
+        _record_refused(conn, [*listing, *changes.unreadable], span)
         changes.unfinished = inbox_files.unfinished(conn)
     return changes
 
 
-def _record_refused(conn: psycopg.Connection, listing: Sequence[UploadInfo]) -> None:
+def _record_refused(
+    conn: psycopg.Connection, listing: Sequence[UploadInfo], span: Span = WHOLE
+) -> None:
     """One error row per inbox entry that cannot be read as a file, kept once while it lasts.
 
-    Such rows have no content hash; those whose entry is gone or readable now are closed.
+    Such rows have no content hash; those whose entry is gone or readable now are closed,
+    within the span listed (another page of a bucket speaks for its own).
     """
     refused = [
         IngestError(partition_key_for(i.path), shown_path(i.path), "read", reason)
@@ -99,6 +122,15 @@ def _record_refused(conn: psycopg.Connection, listing: Sequence[UploadInfo]) -> 
         if (reason := i.refused) is not None
     ]
     keys = [partition_key_for(i.path) for i in listing if i.refused is not None]
+    if not span.whole:
+        keys += [
+            key
+            for e in ingest_errors.open_errors(conn)
+            if (key := e.partition_key)
+            and e.stage == "read"
+            and e.sha256 is None
+            and not span.holds(e.path)
+        ]
     ingest_errors.resolve_readable(conn, keys)
     if refused:
         already = {(e.partition_key, e.reason) for e in ingest_errors.open_errors(conn, keys)}

@@ -14,15 +14,30 @@ COMPLETED or FAILED (CANCELLED is never produced).
 The upload is parsed for real (see documents.py) when its job starts. A COMPLETED job is
 billed: its pages times its tier's credits a page (`CREDITS_PER_PAGE`, the service's price
 list, not ours), reported as `job.usage.credits`. The fast tier writes no markdown, only text.
+
+Webhooks: a job started with `webhook_configurations` (the first one counts, as the service
+says) ends by itself `webhook_delay` seconds later, unless a read ended it first, and its
+end is then posted to that `webhook_url`: with its `webhook_headers`, filtered by its
+`webhook_events`, signed as the SDK documents `webhook_signing_secret` (`LC-Signature:
+sha256=<hex HMAC-SHA256 of the raw body>`), as a JSON object (`webhook_output_format:
+"json"`) or else a JSON-encoded string. The body's members are the fake's own guess, as the
+service does not document them: `event_id`, `event_type`, `timestamp` and `data` (`job_id`,
+`status`, `error_message`). `drop_webhooks` loses every delivery; `webhooks` lists them.
 """
 
 import dataclasses
+import hashlib
+import hmac
 import json
 import re
 import threading
+import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from tvdb_assets_tests.fakes.documents import (
@@ -46,6 +61,12 @@ _VERSION = re.compile(r"^(latest|\d{4}-\d{2}-\d{2})$")
 _FILES = re.compile(r"^/api/v1/beta/files/?$")
 _PARSE = re.compile(r"^/api/v2/parse(?P<upload>/upload)?/?$")
 _JOB = re.compile(r"^/api/v2/parse/(?P<job>[^/]+)/?$")
+_WEBHOOK_EVENTS = {
+    "COMPLETED": "parse.success",
+    "FAILED": "parse.error",
+    "CANCELLED": "parse.cancelled",
+}
+_WEBHOOK_TIMEOUT_S = 10.0
 _DEFAULT_MESSAGES = {
     401: "Invalid authentication token",
     429: "Too many requests (injected fault).",
@@ -66,6 +87,16 @@ class HttpRecord:
     outcome: str  # ok | fault | outage | auth | invalid | not_found
     headers: dict[str, str]  # lower-cased, minus authorization
     query: dict[str, str]  # e.g. organization_id / project_id
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """One job event the fake posted."""
+
+    job_id: str
+    event: str
+    url: str
+    status: int  # the receiver's answer; 0: none (refused, dropped, timed out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +132,8 @@ class ParseJob:
     page_results: list[ParsedPage] = field(default_factory=list, repr=False)
     pending_left: int = field(default=0, repr=False)
     planned_failure: tuple[str, str] | None = field(default=None, repr=False)
+    webhook: dict[str, Any] | None = field(default=None, repr=False)  # the one it posts to
+    webhook_sent: bool = field(default=False, repr=False)
 
     @property
     def credits(self) -> int:
@@ -125,6 +158,10 @@ class FakeLlamaParse(FakeServer):
         # holds (NULs, unpaired surrogates).
         self.page_suffix = ""
         self.malformed_results = False  # results answered as JSON cut short
+        self.webhook_delay = 0.05  # seconds a job with a webhook runs before it ends
+        self.drop_webhooks = False  # jobs end, but no delivery is made (a lost one)
+        self._deliveries: list[WebhookDelivery] = []
+        self._delivered = threading.Condition(self._lock)
 
     # --- what tests read -------------------------------------------------------------
 
@@ -181,6 +218,17 @@ class FakeLlamaParse(FakeServer):
                     pages, usd = out.get(job.tier, (0, 0.0))
                     out[job.tier] = (pages + job.pages, usd + job.credits * USD_PER_CREDIT)
         return out
+
+    @property
+    def webhooks(self) -> list[WebhookDelivery]:
+        """Every job event posted, in the order the receivers answered."""
+        with self._lock:
+            return list(self._deliveries)
+
+    def wait_webhooks(self, count: int, timeout: float = 10.0) -> bool:
+        """Whether `count` deliveries were answered within `timeout` seconds."""
+        with self._delivered:
+            return self._delivered.wait_for(lambda: len(self._deliveries) >= count, timeout)
 
     @property
     def uploads(self) -> int:
@@ -337,8 +385,13 @@ class FakeLlamaParse(FakeServer):
                 page_results=pages,
                 pending_left=max(0, self.pending_polls),
                 planned_failure=failure,
+                webhook=_first_webhook(config),
             )
             self._jobs[job.job_id] = job
+            if job.webhook is not None:
+                timer = threading.Timer(self.webhook_delay, self._run_to_end, (job.job_id,))
+                timer.daemon = True
+                timer.start()
             self._record_locked(request, "parse", 200, "ok")
             return Response.of_json(200, _job_json(job, usage=False))
 
@@ -349,13 +402,10 @@ class FakeLlamaParse(FakeServer):
             if job.pending_left > 0:
                 job.pending_left -= 1
                 job.status = "RUNNING"
-            elif job.planned_failure is not None:
-                job.status = "FAILED"
-                job.error_code, job.error_message = job.planned_failure
-                job.finished = request.time
             else:
-                job.status = "COMPLETED"  # billed from now on
-                job.finished = request.time
+                self._end_locked(job, request.time)
+                if job.webhook is not None:
+                    threading.Thread(target=self._deliver, args=(job.job_id,), daemon=True).start()
         self._record_locked(request, route, 200, "ok")
         if route == "result" and self.malformed_results:
             return Response(200, b'{"job": {"id": "cut sho', "application/json", {})
@@ -364,6 +414,68 @@ class FakeLlamaParse(FakeServer):
         if job.status == "COMPLETED":
             body.update(_content(job, expand))
         return Response.of_json(200, body)
+
+    @staticmethod
+    def _end_locked(job: ParseJob, when: float) -> None:
+        if job.planned_failure is not None:
+            job.status = "FAILED"
+            job.error_code, job.error_message = job.planned_failure
+        else:
+            job.status = "COMPLETED"  # billed from now on
+        job.finished = when
+
+    def _run_to_end(self, job_id: str) -> None:
+        """A job with a webhook ends by itself, as on the service, and reports it."""
+        with self._lock:
+            job = self._jobs[job_id]
+            if job.status in ("PENDING", "RUNNING"):
+                self._end_locked(job, time.time())
+        self._deliver(job_id)
+
+    def _deliver(self, job_id: str) -> None:
+        """Post an ended job's event to its webhook, once."""
+        with self._lock:
+            job = self._jobs[job_id]
+            event = _WEBHOOK_EVENTS.get(job.status)
+            if job.webhook is None or job.webhook_sent or event is None or self.drop_webhooks:
+                return
+            job.webhook_sent = True
+            webhook = dict(job.webhook)
+            payload = {
+                "event_id": str(uuid.uuid4()),
+                "event_type": event,
+                "timestamp": datetime.now(UTC).isoformat(),
+                "data": {
+                    "job_id": job.job_id,
+                    "status": job.status,
+                    "error_message": job.error_message,
+                },
+            }
+        wanted = webhook.get("webhook_events")
+        if wanted and event not in wanted:
+            return
+        encoded = json.dumps(payload)
+        if webhook.get("webhook_output_format") != "json":
+            encoded = json.dumps(encoded)
+        body = encoded.encode("utf-8")
+        headers = {str(k): str(v) for k, v in (webhook.get("webhook_headers") or {}).items()}
+        headers["Content-Type"] = "application/json"
+        secret = webhook.get("webhook_signing_secret")
+        if secret:
+            digest = hmac.new(str(secret).encode("utf-8"), body, hashlib.sha256).hexdigest()
+            headers["LC-Signature"] = f"sha256={digest}"
+        url = str(webhook["webhook_url"])
+        post = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(post, timeout=_WEBHOOK_TIMEOUT_S) as answer:
+                status = answer.status
+        except urllib.error.HTTPError as refused:
+            status = refused.code
+        except (OSError, ValueError):
+            status = 0
+        with self._delivered:
+            self._deliveries.append(WebhookDelivery(job_id, event, url, status))
+            self._delivered.notify_all()
 
     def _store_locked(self, upload: FilePart, purpose: str) -> StoredFile:
         stored = StoredFile(
@@ -408,6 +520,12 @@ class FakeLlamaParse(FakeServer):
                 query=dict(request.query),
             )
         )
+
+
+def _first_webhook(config: dict[str, Any]) -> dict[str, Any] | None:
+    hooks = config.get("webhook_configurations")
+    first = hooks[0] if isinstance(hooks, list) and hooks else None
+    return dict(first) if isinstance(first, dict) and first.get("webhook_url") else None
 
 
 def _route(request: Request) -> tuple[str, str | None]:

@@ -3,11 +3,16 @@ one retry layer and the budget.
 
 A document takes three steps: upload the file (`files.create`), start a parse job at the
 configured tier (`parsing.create`), wait for it (`parsing.wait_for_completion`) and read
-its pages (`parsing.get`). The SDK runs with `max_retries=0`; each step goes through
-`call_with_retries`, so attempts never multiply. Once the service has accepted a job it
-bills it, so a job is never started twice: a job start that timed out is not retried, and
-whatever fails after the start fails the document as "maybe billed" (the ledger keeps the
-estimate). Polls and the result fetch only read, and are retried.
+its pages (`parsing.get`). With a webhook set (TVDB_LLAMAPARSE_WEBHOOK_URL and
+TVDB_LLAMA_WEBHOOK_SECRET), the job posts its end to `tvdb webhook serve` instead, and the
+wait reads the event it recorded (`webhooks/parse_events.py`): the service is asked about
+the job once at most, when no event came in time.
+
+The SDK runs with `max_retries=0`; each step goes through `call_with_retries`, so attempts
+never multiply. Once the service has accepted a job it bills it, so a job is never started
+twice: a job start that timed out is not retried, and whatever fails after the start fails
+the document as "maybe billed" (the ledger keeps the estimate). Polls and the result fetch
+only read, and are retried.
 
 The SDK is imported when the first document is sent: it takes a second or more to import,
 and mock mode never needs it.
@@ -18,12 +23,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import psycopg
 
 from tvdb_assets.lib.costs import prices
 from tvdb_assets.lib.costs.calls import CallContext
 from tvdb_assets.lib.costs.ledger import Ledger
-from tvdb_assets.lib.errors import DocumentError, ServiceError
+from tvdb_assets.lib.errors import REDACTED, DocumentError, ServiceError
 from tvdb_assets.lib.models import ParsedDocument
 from tvdb_assets.lib.parsing.base import Parser
 from tvdb_assets.lib.parsing.detect import Kind, detect_kind
@@ -32,6 +39,7 @@ from tvdb_assets.lib.parsing.pdf import count_pages
 from tvdb_assets.lib.parsing.tiers import DEFAULT_TIER, SERVICE, Tier, parser_name
 from tvdb_assets.lib.resilience import CircuitBreaker, call_with_retries, classify_http
 from tvdb_assets.lib.services import ServiceClient
+from tvdb_assets.lib.webhooks.parse_events import SUCCEEDED, ParseEvents, WebhookTarget
 
 if TYPE_CHECKING:
     from llama_cloud import LlamaCloud
@@ -43,6 +51,8 @@ VERSION = "latest"
 CORRELATION_HEADER = "X-Correlation-Id"
 PAGE_SEPARATOR = "\n\n"
 MAX_POLL_SECONDS = 5.0  # polls slow down by a second each, up to this
+# The SDK logs each request's options at DEBUG: a job's webhook signing secret among them.
+_SDK_REQUEST_LOGGER = "llama_cloud._base_client"
 _MIME = {
     Kind.PDF: "application/pdf",
     Kind.HTML: "text/html",
@@ -79,7 +89,12 @@ class LlamaParseParser(ServiceClient, Parser):
         concurrency: int = 4,
         max_bytes: int = DEFAULT_MAX_BYTES,
         sleep: Callable[[float], None] = time.sleep,
+        webhook: WebhookTarget | None | Literal["env"] = "env",
+        events: ParseEvents | None = None,
     ) -> None:
+        """`webhook`: where jobs post their end ("env": as TVDB_LLAMAPARSE_WEBHOOK_URL and
+        TVDB_LLAMA_WEBHOOK_SECRET say; None: jobs are polled); `events`: where the parser
+        reads it (default: the pipeline database's `webhook_events`)."""
         super().__init__(breaker=breaker, ledger=ledger, call=call, attempts=attempts, sleep=sleep)
         self.api_key = api_key
         self.base_url = base_url
@@ -91,6 +106,9 @@ class LlamaParseParser(ServiceClient, Parser):
         self.max_bytes = max_bytes
         self._sdk: LlamaCloud | None = None
         self._sdk_lock = threading.Lock()
+        self.webhook = WebhookTarget.from_env() if webhook == "env" else webhook
+        self._events = events or (ParseEvents() if self.webhook is not None else None)
+        self._withheld = _Withheld(self.webhook.secret) if self.webhook is not None else None
 
     def parse(self, path: str, data: bytes) -> ParsedDocument:
         kind = detect_kind(path, data)
@@ -125,6 +143,10 @@ class LlamaParseParser(ServiceClient, Parser):
             if self._sdk is not None:
                 self._sdk.close()
                 self._sdk = None
+            if self._withheld is not None:
+                logging.getLogger(_SDK_REQUEST_LOGGER).removeFilter(self._withheld)
+        if self._events is not None:
+            self._events.close()
         super().close()
 
     def _client(self) -> "LlamaCloud":
@@ -139,6 +161,8 @@ class LlamaParseParser(ServiceClient, Parser):
                     timeout=self.timeout,
                     max_retries=0,
                 )
+                if self._withheld is not None:
+                    logging.getLogger(_SDK_REQUEST_LOGGER).addFilter(self._withheld)
             return self._sdk
 
     def _billed(self, result: _Parsed) -> prices.Charge:
@@ -156,16 +180,27 @@ class LlamaParseParser(ServiceClient, Parser):
                 file=(name, data, _MIME[kind]), purpose="parse", extra_headers=headers
             ),
         )
+        # Only the first webhook configuration is used, the service says.
+        webhook: dict[str, Any] = (
+            {"webhook_configurations": [self.webhook.configuration()]} if self.webhook else {}
+        )
         job = self._step(
             "parse request",
             path,
             call,
             lambda: client.parsing.create(
-                tier=self.tier, version=VERSION, file_id=upload.id, extra_headers=headers
+                tier=self.tier,
+                version=VERSION,
+                file_id=upload.id,
+                extra_headers=headers,
+                **webhook,
             ),
             starts_job=True,
         )
-        self._wait(client, job.id, path, call)
+        if self._events is not None:
+            self._await_event(self._events, client, job.id, path, call)
+        else:
+            self._wait(client, job.id, path, call)
         # The fast tier gives text only; the others give markdown.
         content = "text" if self.tier == "fast" else "markdown"
         answer = self._step(
@@ -204,15 +239,48 @@ class LlamaParseParser(ServiceClient, Parser):
             ) from None
         except PollingError:
             # Its message is the SDK's own sentence; the job itself says why it failed.
-            failed = self._step(
-                "status poll",
-                path,
-                call,
-                lambda: client.parsing.get(job_id, extra_headers=headers),
-                billed=True,
-            ).job
-            reason = failed.error_message or f"job {failed.status.lower()}"
-            raise DocumentError(path, f"LlamaParse could not parse it ({reason})") from None
+            raise _failed(self._status(client, job_id, path, call), path) from None
+
+    def _await_event(
+        self, events: ParseEvents, client: "LlamaCloud", job_id: str, path: str, call: CallContext
+    ) -> None:
+        """Wait for the job's end as its webhook reported it. Without a report in time (the
+        receiver down, a delivery lost) one status read decides, as a poll would have."""
+        try:
+            event = events.wait(job_id, self.timeout, self.check_interval)
+        except psycopg.Error as exc:
+            # The events are out of reach, not the job: ask the service, as without a webhook.
+            log.warning(
+                "[%s] reading webhook events failed (%s); polling job %s instead",
+                call.correlation_id, type(exc).__name__, job_id,
+            )  # fmt: skip
+            self._wait(client, job_id, path, call)
+            return
+        if event in SUCCEEDED:
+            return
+        # A failure or a silence: the job itself says why, or how it stands.
+        job = self._status(client, job_id, path, call)
+        if job.status == "COMPLETED":
+            return
+        if event is None and job.status in ("PENDING", "RUNNING"):
+            raise ServiceError(
+                SERVICE,
+                f"job {job_id} gave no result within {self.timeout:.0f} s",
+                retryable=False,
+                maybe_billed=True,
+            )
+        raise _failed(job, path)
+
+    def _status(self, client: "LlamaCloud", job_id: str, path: str, call: CallContext) -> Any:
+        """The job as the service has it now (one read, retried)."""
+        headers = {CORRELATION_HEADER: call.correlation_id}
+        return self._step(
+            "status poll",
+            path,
+            call,
+            lambda: client.parsing.get(job_id, extra_headers=headers),
+            billed=True,
+        ).job
 
     def _step(
         self,
@@ -249,6 +317,26 @@ class LlamaParseParser(ServiceClient, Parser):
         return call_with_retries(
             attempt, attempts=self.attempts, sleep=self._sleep, on_retry=on_retry
         )
+
+
+def _failed(job: Any, path: str) -> DocumentError:
+    """A job that ended FAILED or CANCELLED, as the document's error."""
+    reason = job.error_message or f"job {str(job.status).lower()}"
+    return DocumentError(path, f"LlamaParse could not parse it ({reason})")
+
+
+class _Withheld(logging.Filter):
+    """Keeps a secret out of the records of the logger it is added to."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self._secret = secret
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self._secret in message:
+            record.msg, record.args = message.replace(self._secret, REDACTED), ()
+        return True
 
 
 def _translated(what: str, exc: Exception, *, starts_job: bool, billed: bool) -> Exception | None:

@@ -244,6 +244,32 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         ALTER TABLE chunks ADD COLUMN superseded boolean NOT NULL DEFAULT false;
         """,
     ),
+    (
+        9,
+        """
+        -- Signed deliveries `tvdb webhook serve` accepted, kept until acted upon: upload
+        -- notices (bucket, key, etag) for the bucket sensor, LlamaParse job events (job_id)
+        -- for the parser that started the job. A delivery id is unique, so a replay is
+        -- refused rather than recorded twice.
+        CREATE TABLE webhook_events (
+            id          bigserial PRIMARY KEY,
+            delivery_id text NOT NULL UNIQUE,
+            source      text NOT NULL,
+            event       text NOT NULL,
+            bucket      text,
+            key         text,
+            etag        text,
+            job_id      text,
+            sent_at     timestamptz,
+            received_at timestamptz NOT NULL DEFAULT now(),
+            consumed_at timestamptz
+        );
+        CREATE INDEX webhook_events_pending_idx ON webhook_events (source, bucket, id)
+            WHERE consumed_at IS NULL;
+        CREATE INDEX webhook_events_job_idx ON webhook_events (job_id)
+            WHERE job_id IS NOT NULL;
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]

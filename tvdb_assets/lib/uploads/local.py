@@ -69,6 +69,9 @@ class LocalInbox(UploadStore):
             return self._refused(path, "not a regular file (a fifo, socket or device)")
         return UploadInfo(self._relative(path), stat.st_size, stat.st_mtime_ns)
 
+    def describe(self) -> str:
+        return str(self.root)
+
     def _relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
 

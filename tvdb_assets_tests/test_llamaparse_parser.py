@@ -15,6 +15,7 @@ from tvdb_assets.lib.parsing.llamaparse import LlamaParseParser
 from tvdb_assets.lib.parsing.tiers import DEFAULT_TIER
 from tvdb_assets_tests.conftest import Project
 from tvdb_assets_tests.corpus import write_pdf
+from tvdb_assets_tests.events import every_logged_line
 from tvdb_assets_tests.fakes.faults import Fault
 from tvdb_assets_tests.fakes.llamaparse_fake import FakeLlamaParse
 
@@ -386,11 +387,7 @@ def test_no_key_reaches_logs_rows_or_errors_on_any_path(
 
     assert len(fake_llamaparse.jobs) >= 3 and fake_llamaparse.billed_pages > 0
     captured = capsys.readouterr()
-    events = [
-        str(entry)
-        for run in instance.get_run_records()
-        for entry in instance.all_logs(run.dagster_run.run_id)
-    ]
+    events = every_logged_line(instance)
     with project.connect() as conn:
         stored = [
             str(row)

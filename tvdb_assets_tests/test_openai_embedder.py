@@ -15,7 +15,7 @@ from tvdb_assets.definitions import build_defs
 from tvdb_assets.lib import services
 from tvdb_assets.lib.store import service_health
 from tvdb_assets_tests.conftest import Project
-from tvdb_assets_tests.events import check_evaluation, latest_metadata
+from tvdb_assets_tests.events import check_evaluation, every_logged_line, latest_metadata
 from tvdb_assets_tests.fakes.faults import Fault
 from tvdb_assets_tests.fakes.openai_fake import FakeOpenAI
 
@@ -307,11 +307,7 @@ def test_no_key_appears_in_logs_events_or_ledger(
     ingest(defs, instance, write_docs(tmp_path / "l", 2), both_real)
 
     captured = capsys.readouterr()
-    events = [
-        str(entry)
-        for run in instance.get_run_records()
-        for entry in instance.all_logs(run.dagster_run.run_id)
-    ]
+    events = every_logged_line(instance)
     with project.connect() as conn:
         stored = [str(r) for r in conn.execute("SELECT * FROM cost_ledger").fetchall()]
         stored += [str(r) for r in conn.execute("SELECT * FROM ingest_errors").fetchall()]

@@ -19,15 +19,15 @@ import pytest
 
 from tvdb_assets.cli import main
 from tvdb_assets.definitions import build_defs
-from tvdb_assets.defs.partitions import DOCUMENTS, apply_requests
+from tvdb_assets.defs.partitions import DOCUMENTS
 from tvdb_assets.defs.resources import PostgresResource, UploadsResource
-from tvdb_assets.defs.sensors import inbox_sensor
 from tvdb_assets.lib import clients, sync
 from tvdb_assets.lib import store as pipeline
 from tvdb_assets.lib.errors import ConfigError
 from tvdb_assets.lib.ids import partition_key_for
 from tvdb_assets.lib.store import inbox_files, ingest_errors
 from tvdb_assets.lib.uploads.s3 import S3Bucket, S3Credentials, S3Location
+from tvdb_assets_tests import events
 from tvdb_assets_tests.conftest import Project
 from tvdb_assets_tests.fakes.s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, FakeS3
 
@@ -189,19 +189,7 @@ def defs(bucket: Bucket) -> dg.Definitions:
 
 
 def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None, **config: Any):
-    context = dg.build_sensor_context(
-        instance=instance,
-        cursor=cursor,
-        resources=resources(**config),
-        instance_ref=instance.get_ref(),
-        definitions=defs,
-    )
-    result = inbox_sensor.evaluate_tick(context)
-    # The daemon records the events and applies partition requests; a test does it.
-    for event in result.asset_events:
-        instance.report_runless_asset_event(event)
-    apply_requests(instance, result.dynamic_partitions_requests)
-    return result
+    return events.tick(defs, instance, cursor, resources(**config))
 
 
 def launch(defs: dg.Definitions, instance: dg.DagsterInstance, result) -> None:

@@ -9,30 +9,18 @@ from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from tvdb_assets.definitions import defs
 from tvdb_assets.defs import runs
-from tvdb_assets.defs.partitions import DOCUMENTS, RANGE_END_TAG, RANGE_START_TAG, apply_requests
+from tvdb_assets.defs.partitions import DOCUMENTS, RANGE_END_TAG, RANGE_START_TAG
 from tvdb_assets.defs.resources import PostgresResource, UploadsResource
-from tvdb_assets.defs.sensors import inbox_sensor
 from tvdb_assets.lib.ids import partition_key_for
 from tvdb_assets.lib.store import claims
+from tvdb_assets_tests import events
 from tvdb_assets_tests.conftest import Project
 
 RESOURCES = {"upload_store": UploadsResource(), "database": PostgresResource()}
 
 
 def tick(instance: dg.DagsterInstance, cursor: str | None):
-    context = dg.build_sensor_context(
-        instance=instance,
-        cursor=cursor,
-        resources=RESOURCES,
-        instance_ref=instance.get_ref(),
-        definitions=defs,
-    )
-    result = inbox_sensor.evaluate_tick(context)
-    # The daemon records the observations and applies partition requests; a test does it.
-    for event in result.asset_events:
-        instance.report_runless_asset_event(event)
-    apply_requests(instance, result.dynamic_partitions_requests)
-    return result
+    return events.tick(defs, instance, cursor, RESOURCES)
 
 
 def test_new_files_become_partitions_and_batch_runs(project: Project, instance, monkeypatch):

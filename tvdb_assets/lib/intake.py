@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tvdb_assets.lib import clients, settings, store, sync
+from tvdb_assets.lib import settings, store, sync
 from tvdb_assets.lib.errors import ConfigError
 from tvdb_assets.lib.ids import partition_key_for, shown_path
 from tvdb_assets.lib.store import chunks as chunk_store
@@ -180,6 +180,10 @@ def take_in_bucket(urls: Sequence[str]) -> Intake:
     """`tvdb ingest s3://bucket/prefix`: the objects under each URL, read where they are
     (no copy), registered exactly as the sensor registers them. The URLs must lie in the
     uploads bucket (TVDB_S3_BUCKET, TVDB_S3_PREFIX), which every run and the sensor read."""
+    # Here, not at the top: the clients' imports would cost every local ingest 0.4 s,
+    # an unchanged one most of its time.
+    from tvdb_assets.lib import clients
+
     started = time.perf_counter()
     uploads = clients.upload_store()
     if not isinstance(uploads, S3Bucket):

@@ -15,6 +15,7 @@ from urllib.error import HTTPError
 from urllib.request import urlopen
 
 import dagster as dg
+import httpx
 import pytest
 
 from tvdb_assets.cli import main
@@ -30,6 +31,7 @@ from tvdb_assets.lib.uploads.s3 import S3Bucket, S3Credentials, S3Location
 from tvdb_assets_tests import events
 from tvdb_assets_tests.conftest import Project
 from tvdb_assets_tests.fakes.s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, FakeS3
+from tvdb_assets_tests.notices import encode, receiver_thread, signed
 
 BUCKET = "team-docs"
 PREFIX = "inbox/"
@@ -107,6 +109,15 @@ def test_a_bucket_lists_reads_and_hashes_as_an_inbox_does(fake_s3: FakeS3):
         assert store.sha256(path) == hashlib.sha256(data).hexdigest()
     with pytest.raises(FileNotFoundError):
         store.read("gone.md")
+    # Looked at one by one (as upload notices name them), an object is what a listing
+    # says of it, so a sweep after a notice hashes nothing again; a missing one is absent.
+    named = [*GOOD, "old/cold.md", "gone.md", ".hidden.md"]
+    looked = store.look([*named, ODD[1]])
+    assert [i for i in looked.uploads if i.path != ODD[1]] == [
+        listed[p] for p in sorted(named) if p in listed
+    ]
+    assert {i.path: i.refused for i in looked.uploads}[ODD[1]] == listed[ODD[1]].refused
+    assert looked.span.holds("gone.md") and not looked.span.holds("elsewhere.md")
 
     # The ETag is the change stamp: new content moves it, the same content does not.
     s3.put_object(Bucket="docs", Key="inbox/plain.md", Body=GOOD["plain.md"].encode())
@@ -284,6 +295,56 @@ def test_a_large_bucket_is_listed_a_page_a_tick(
     assert isinstance(retired, dg.DeleteDynamicPartitionsRequest)
     assert list(retired.partition_keys) == [partition_key_for("doc-0.md")]
     assert project.scalar("SELECT count(*) FROM inbox_files") == 4
+
+
+def test_the_sensor_acts_on_upload_notices_and_a_sweep_finds_what_none_told(
+    project: Project, instance, bucket: Bucket, defs: dg.Definitions
+):
+    hourly = {"sweep_seconds": 3600}
+    for path in ("anchors.md", "buoys.md"):
+        bucket.put(path, f"# {path}\n\nA document about {path[:-3]}.\n")
+    first = tick(defs, instance, None, **hourly)  # no sweep yet: one now
+    launch(defs, instance, first)
+    assert tick(defs, instance, first.cursor, **hourly).skip_message == "all stored"
+
+    bucket.put("told.md", "# Told\n\nA notice told of this one, about tides.\n")
+    bucket.put("untold.md", "# Untold\n\nIts notice was lost on the way.\n")
+    bucket.delete("anchors.md")
+    notices = [
+        ("created", "told.md"),
+        ("deleted", "anchors.md"),
+        ("deleted", "buoys.md"),  # a notice is no proof: the object is still there
+        ("created", "../escape.md"),
+    ]
+    with receiver_thread(project.database_url) as base:
+        for event, path in notices:
+            body = encode({"event": event, "bucket": BUCKET, "key": PREFIX + path, "etag": None})
+            answer = httpx.post(f"{base}/webhooks/uploads", content=body, headers=signed(body))
+            assert answer.status_code == 202, answer.text
+    noticed = tick(defs, instance, first.cursor, **hourly)
+
+    (retired, added) = noticed.dynamic_partitions_requests
+    assert list(retired.partition_keys) == [partition_key_for("anchors.md")]
+    assert list(added.partition_keys) == [partition_key_for("told.md")]
+    assert [r.partition_key for r in noticed.run_requests] == [partition_key_for("told.md")]
+    with project.connect() as conn:
+        registered = {path for (path,) in conn.execute("SELECT path FROM inbox_files")}
+        assert registered == {"buoys.md", "told.md"}  # not the untold one: nothing listed
+        (odd,) = ingest_errors.open_errors(conn)
+        assert (odd.path, odd.reason) == (
+            "../escape.md",
+            "object key with an empty, '.' or '..' part, not read",
+        )
+    assert project.scalar("SELECT count(*) FROM webhook_events WHERE consumed_at IS NULL") == 0
+    launch(defs, instance, noticed)
+    idle = tick(defs, instance, noticed.cursor, **hourly)
+    assert idle.run_requests == [] and idle.skip_message == "all stored"
+
+    # An hour on, the sweep lists the bucket: the untold upload is found.
+    an_hour_on = {**json.loads(noticed.cursor or "{}"), "swept_at": time.time() - 3600}
+    swept = tick(defs, instance, json.dumps(an_hour_on), **hourly)
+    assert [r.partition_key for r in swept.run_requests] == [partition_key_for("untold.md")]
+    assert json.loads(swept.cursor or "{}")["swept_at"] > an_hour_on["swept_at"]
 
 
 def test_ingest_from_a_bucket_and_links_that_download_then_expire(

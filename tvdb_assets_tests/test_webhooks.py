@@ -12,7 +12,6 @@ import select
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +19,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from tvdb_assets import runner
 from tvdb_assets.definitions import build_defs
@@ -31,24 +29,17 @@ from tvdb_assets.lib.webhooks.signatures import SignatureError
 from tvdb_assets_tests.conftest import Project
 from tvdb_assets_tests.corpus import write_pdf
 from tvdb_assets_tests.fakes.llamaparse_fake import FakeLlamaParse
+from tvdb_assets_tests.notices import (
+    LLAMA_SECRET,
+    SECRET,
+    encode,
+    lc_signed,
+    receiver_thread,
+    signed,
+)
 
-SECRET = "whsec-uploads-0123456789abcdef"
-LLAMA_SECRET = "whsec-llama-fedcba9876543210"
 ETAG = '"9b2cf535f27731c974343645a3985328"'
 NOTICE = {"event": "created", "bucket": "docs", "key": "reports/q1.pdf", "etag": ETAG}
-
-
-def encode(payload: object) -> bytes:
-    return json.dumps(payload).encode()
-
-
-def signed(body: bytes, secret: str = SECRET, at: float | None = None) -> dict[str, str]:
-    t = int(time.time() if at is None else at)
-    return {signatures.UPLOAD_HEADER: signatures.sign_upload(secret, body, t)}
-
-
-def lc_signed(body: bytes, secret: str = LLAMA_SECRET) -> dict[str, str]:
-    return {signatures.LLAMACLOUD_HEADER: signatures.sign_llamacloud(secret, body)}
 
 
 def rows(project: Project) -> list[tuple]:
@@ -346,27 +337,6 @@ def test_a_port_in_use_is_one_clear_line(project):
 
 
 # --- parsing by webhook --------------------------------------------------------------
-
-
-@contextmanager
-def receiver_thread(database_url: str, pool_wait: float = 5.0) -> Iterator[str]:
-    """The receiver's app under a real uvicorn on a free loopback port."""
-    sock = receiver.bind("127.0.0.1", 0)
-    secrets = receiver.Secrets(SECRET, LLAMA_SECRET)
-    app = receiver.build_app(secrets, database_url, pool_wait=pool_wait)
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive()
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 @pytest.fixture

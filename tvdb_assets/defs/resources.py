@@ -122,6 +122,12 @@ class UploadsResource(dg.ConfigurableResource):
     prefix: str | None = None  # real, a folder in the bucket; unset: TVDB_S3_PREFIX
     # real: keys the sensor lists a tick; a larger bucket is listed over several ticks.
     keys_per_tick: int = KEYS_PER_PAGE
+    # real: seconds between listings of the whole bucket when upload notices come by
+    # webhook (the sensor acts on them each tick); unset: TVDB_S3_SWEEP_SECONDS, 0: every tick.
+    sweep_seconds: int | None = None
+
+    def sweep_every(self) -> int:
+        return settings.sweep_seconds() if self.sweep_seconds is None else self.sweep_seconds
 
     def client(self) -> UploadStore:
         config = clients.UploadSettings(

@@ -3,7 +3,8 @@ become batch runs, deleted ones retire."""
 
 import hashlib
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 
 import dagster as dg
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
@@ -16,6 +17,11 @@ from tvdb_assets.defs.pools import ensure_pools
 from tvdb_assets.defs.resources import PostgresResource, UploadsResource
 from tvdb_assets.defs.runs import INGEST_JOB, cooling_keys, fail_orphaned_runs, in_flight_keys
 from tvdb_assets.lib import settings, sync
+from tvdb_assets.lib.store import webhook_events
+from tvdb_assets.lib.uploads import NOTHING, Listing, UploadStore
+
+# Upload notices a tick acts on (a HEAD request each); more wait for the next tick.
+NOTICES_PER_TICK = 1000
 
 ingest_job = dg.define_asset_job(
     INGEST_JOB,
@@ -88,14 +94,16 @@ def upload_events(files: list[sync.InboxFile]) -> list[dg.AssetMaterialization]:
 @dataclass(frozen=True)
 class InboxCursor:
     """`listing`: the inbox fingerprint once all of it was stored (then an idle tick costs
-    one directory scan, or one bucket listing); None while documents are unfinished, so
-    every tick looks again. `generation` counts the ticks that requested runs. `after`:
-    where the next tick goes on listing a bucket too large for one tick (None: from the
-    start)."""
+    one directory scan, or one bucket listing); None while documents are unfinished, or
+    once upload notices told of changes, so a tick looks again. `generation` counts the
+    ticks that requested runs. `after`: where the next tick goes on listing a bucket too
+    large for one tick (None: from the start). `swept_at`: when the last listing of the
+    whole bucket began (unix seconds)."""
 
     listing: str | None = None
     generation: int = 0
     after: str | None = None
+    swept_at: float = 0.0
 
     @classmethod
     def parse(cls, cursor: str | None) -> "InboxCursor":
@@ -106,14 +114,64 @@ class InboxCursor:
                 data.get("listing"),
                 int(data.get("generation", 0)),
                 after if isinstance(after, str) else None,
+                float(data.get("swept_at", 0.0)),
             )
         except (ValueError, TypeError, AttributeError):
             return cls()  # a cursor of an older version: look at the whole inbox again
 
     def dump(self) -> str:
         return json.dumps(
-            {"listing": self.listing, "generation": self.generation, "after": self.after}
+            {
+                "listing": self.listing,
+                "generation": self.generation,
+                "after": self.after,
+                "swept_at": self.swept_at,
+            }
         )
+
+
+@dataclass(frozen=True)
+class Look:
+    """What a tick compares with the registry, and the cursor once it has."""
+
+    listing: Listing
+    # The fingerprint that, equal to the cursor's, means nothing to do; None: look anyway.
+    mark: str | None
+    unchanged: str  # the skip reason when it does
+    cursor: InboxCursor
+    notices: list[int]  # the upload notices acted on, consumed with the registry's update
+
+
+def look(
+    uploads: UploadStore,
+    cursor: InboxCursor,
+    database: PostgresResource,
+    upload_store: UploadsResource,
+    now: float,
+) -> Look:
+    """Upload notices first: the objects they name, one HEAD request each. Without any, a
+    page of the listing when a sweep is due (every tick, unless `sweep_seconds` is set), and
+    otherwise only what is stored, where a crashed run may have left documents undone."""
+    address = uploads.notice_address()
+    if address is not None:
+        with database.connect() as conn:
+            notices = webhook_events.pending_uploads(conn, *address, limit=NOTICES_PER_TICK)
+        if notices:
+            prefix = address[1]
+            listing = uploads.look({n.key[len(prefix) :] for n in notices})
+            return Look(listing, None, "", replace(cursor, listing=None), [n.id for n in notices])
+    sweep_seconds = upload_store.sweep_every()
+    wait = cursor.swept_at + sweep_seconds - now
+    if address is None or sweep_seconds <= 0 or cursor.after is not None or wait <= 0:
+        page = uploads.list_page(cursor.after, upload_store.keys_per_tick)
+        # Only a listing of everything can be recognised unchanged without the database.
+        mark = sync.fingerprint(page.uploads) if page.span.whole else None
+        started = now if cursor.after is None else cursor.swept_at
+        swept = replace(cursor, after=page.next_after, swept_at=started)
+        why = f"inbox unchanged and stored ({len(page.uploads)} files)"
+        return Look(page, mark, why, swept, [])
+    why = f"no upload notices and all stored; the bucket is listed again in {wait:.0f} s"
+    return Look(Listing([], NOTHING), cursor.listing, why, cursor, [])
 
 
 @dg.sensor(
@@ -134,19 +192,19 @@ def inbox_sensor(
     claimed by a live `tvdb ingest`, are left to it. Only uploads whose size or mtime (an
     object's ETag) moved are hashed. A bucket larger than `keys_per_tick` is listed a page
     a tick, each page compared with the registry's uploads in the same stretch of keys.
+    Upload notices that `tvdb webhook serve` recorded come first: the objects they name are
+    looked at and the notices consumed in the same transaction as the registry's update.
     """
     uploads = upload_store.client()
     cursor = InboxCursor.parse(context.cursor)
-    page = uploads.list_page(cursor.after, upload_store.keys_per_tick)
-    listing = page.uploads
-    # Only a listing of everything can be recognised unchanged without the database.
-    mark = sync.fingerprint(listing) if page.span.whole else None
-    if mark is not None and cursor.listing == mark:
-        return dg.SkipReason(f"inbox unchanged and stored ({len(listing)} files)")
+    seen = look(uploads, cursor, database, upload_store, time.time())
+    if seen.mark is not None and cursor.listing == seen.mark:
+        return dg.SkipReason(seen.unchanged)
     instance = context.instance
     with database.connect() as conn:
         orphans = fail_orphaned_runs(instance, conn)
-        changes = sync.refresh(conn, uploads, listing, page.span)
+        changes = sync.refresh(conn, uploads, seen.listing.uploads, seen.listing.span)
+        webhook_events.mark_consumed(conn, seen.notices)
         unfinished = [f.partition_key for f in changes.unfinished]
         # Documents of queued or running runs, and of runs that failed by themselves a
         # moment ago (retried after a pause, never in a storm), are left alone.
@@ -154,8 +212,10 @@ def inbox_sensor(
         taken = sync.take(conn, unfinished, busy)
     if orphans:
         context.log.warning(f"marked {len(orphans)} run(s) of dead processes failed")
+    if seen.notices:
+        context.log.info(f"acted on {len(seen.notices)} upload notice(s)")
     if not (taken.mine or changes.removed):
-        settled = InboxCursor(None if taken.elsewhere else mark, cursor.generation, page.next_after)
+        settled = replace(seen.cursor, listing=None if taken.elsewhere else seen.mark)
         why = (
             f"{len(taken.elsewhere)} document(s) in flight or waiting to retry"
             if taken.elsewhere
@@ -181,5 +241,5 @@ def inbox_sensor(
         dynamic_partitions_requests=partition_requests,
         asset_events=upload_events(changes.added + changes.changed),
         # Not settled until the runs are done: the next tick looks again.
-        cursor=InboxCursor(None, generation, page.next_after).dump(),
+        cursor=replace(seen.cursor, listing=None, generation=generation).dump(),
     )

@@ -42,6 +42,12 @@ def uploads_bucket() -> tuple[str | None, str, str | None, str | None]:
     )
 
 
+def sweep_seconds() -> int:
+    """TVDB_S3_SWEEP_SECONDS: how often the sensor lists the whole bucket when upload notices
+    arrive by webhook (README "Uploads in a bucket"); 0, the default: every tick."""
+    return int(os.environ.get("TVDB_S3_SWEEP_SECONDS", "0") or 0)
+
+
 def aws_credentials() -> tuple[str | None, str | None, str | None]:
     """AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN: the bucket's keys, from
     the environment only (never from a run's config). Unset: boto3's own chain (a role)."""

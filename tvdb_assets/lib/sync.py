@@ -99,13 +99,21 @@ def refresh(
         lock_named(conn, INBOX_LOCK)
         if listing is None:
             listing = list(uploads.list())
-        changes = diff(uploads, listing, inbox_files.load_all(conn), span)
+        changes = diff(uploads, listing, _known(conn, span), span)
         inbox_files.upsert(conn, changes.added + changes.changed + changes.touched)
         if changes.removed:
             inbox_files.retire(conn, [f.partition_key for f in changes.removed])
         _record_refused(conn, [*listing, *changes.unreadable], span)
         changes.unfinished = inbox_files.unfinished(conn)
     return changes
+
+
+def _known(conn: psycopg.Connection, span: Span) -> dict[str, InboxFile]:
+    """The registered uploads by path: all of them, or just the paths of a span of a few."""
+    if span.only is None:
+        return inbox_files.load_all(conn)
+    found = inbox_files.load(conn, [partition_key_for(path) for path in span.only])
+    return {f.path: f for f in found.values()}
 
 
 def _record_refused(

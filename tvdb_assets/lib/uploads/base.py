@@ -1,7 +1,7 @@
 """Where uploads come from: a local inbox (`mock`) or an S3-compatible bucket (`real`)."""
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 
@@ -21,23 +21,32 @@ class UploadInfo:
 @dataclass(frozen=True, slots=True)
 class Span:
     """A stretch of the store's paths, in the store's order: after `after` (exclusive) up to
-    `through` (inclusive); None at either end is open. A listing speaks for its span only:
-    an upload registered in it but not listed is gone; one outside it is not its business."""
+    `through` (inclusive); None at either end is open. `only`: just these paths of it (the
+    objects upload notices named). A listing speaks for its span only: an upload registered
+    in it but not listed is gone; one outside it is not its business."""
 
     after: str | None = None
     through: str | None = None
+    only: frozenset[str] | None = None
+
+    @classmethod
+    def of(cls, paths: Iterable[str]) -> "Span":
+        return cls(only=frozenset(paths))
 
     @property
     def whole(self) -> bool:
-        return self.after is None and self.through is None
+        return self.after is None and self.through is None and self.only is None
 
     def holds(self, path: str) -> bool:
-        return (self.after is None or path > self.after) and (
-            self.through is None or path <= self.through
+        return (
+            (self.after is None or path > self.after)
+            and (self.through is None or path <= self.through)
+            and (self.only is None or path in self.only)
         )
 
 
 WHOLE = Span()  # every path
+NOTHING = Span.of(())  # no path: a look at what is stored only
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +78,17 @@ class UploadStore(ABC):
         """
         found = [info for info in self.list() if after is None or info.path > after]
         return Listing(found, Span(after, None))
+
+    def look(self, paths: Iterable[str]) -> Listing:
+        """The uploads at `paths` as they are now; a path with nothing there is not listed,
+        so an upload registered at it is gone."""
+        wanted = Span.of(paths)
+        return Listing([info for info in self.list() if wanted.holds(info.path)], wanted)
+
+    def notice_address(self) -> tuple[str, str] | None:
+        """The bucket and key prefix that upload notices (`tvdb webhook serve`) name for
+        this store; None: no notice is about it."""
+        return None
 
     @abstractmethod
     def read(self, path: str) -> bytes: ...

@@ -9,7 +9,8 @@ client is made per process and dropped when the store is pickled, so the parse w
 import errno
 import hashlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,8 @@ ARCHIVED = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 MAX_LINK_SECONDS = 7 * 24 * 3600
 # Keys a sensor tick lists (ten requests of 1,000): a larger bucket is swept over ticks.
 KEYS_PER_PAGE = 10_000
+# HEAD requests in flight at once when objects are looked at one by one (`S3Bucket.look`).
+LOOKS_AT_ONCE = 16
 _READ_CHUNK = 1024 * 1024
 # Answers that the same request will get again: configuration to fix, not a passing fault.
 _PERMANENT = frozenset(
@@ -171,6 +174,35 @@ class S3Bucket(UploadStore):
         except Exception as exc:
             raise _service_error(exc, f"cannot list {where.url}") from exc
         return Listing(uploads, Span(after, None))
+
+    def look(self, paths: Iterable[str]) -> Listing:
+        """A HEAD request per path, several at once: what the objects are now, whatever a
+        notice said of them. A key with no object is not listed."""
+        wanted = Span.of(paths)
+        with ThreadPoolExecutor(min(LOOKS_AT_ONCE, len(wanted.only or ()) or 1)) as threads:
+            found = threads.map(self._look_at, sorted(wanted.only or ()))
+            return Listing([info for info in found if info is not None], wanted)
+
+    def _look_at(self, path: str) -> UploadInfo | None:
+        if (reason := odd_key(path)) is not None:
+            # Not requested: servers and proxies resolve such keys differently.
+            return UploadInfo(path, 0, 0, refused=reason)
+        key = self.location.key(path)
+        try:
+            head = self._s3().head_object(Bucket=self.location.bucket, Key=key)
+        except Exception as exc:
+            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise _service_error(exc, f"cannot look at s3://{self.location.bucket}/{key}") from exc
+        item = {
+            "Size": head.get("ContentLength", 0),
+            "ETag": head.get("ETag", ""),
+            "StorageClass": head.get("StorageClass", "STANDARD"),
+        }
+        return _info(path, item)
+
+    def notice_address(self) -> tuple[str, str]:
+        return self.location.bucket, self.location.prefix
 
     # -- reading --------------------------------------------------------------------------
 

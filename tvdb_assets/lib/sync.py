@@ -87,19 +87,26 @@ def refresh(
     listing: Sequence[UploadInfo] | None = None,
     span: Span = WHOLE,
 ) -> InboxChanges:
-    """Diff the listing (of `span`: all the uploads, or a page of a bucket) against the
-    registry, store what was seen and retire what is gone. Without a listing, the store is
-    listed under the inbox lock: then a file another process copied in and registered a
-    moment ago is listed too, never retired as gone.
+    """Diff the listing (of `span`: all the uploads, a page of a bucket, or the objects
+    upload notices named) against the registry, store what was seen and retire what is
+    gone. Without a listing, the store is listed under the inbox lock; with one, what it
+    misses is looked at again under the lock. Either way a file another process copied in
+    and registered a moment ago is never retired as gone.
 
     What is unfinished is read from the stored rows, never from a marker of what was once
     requested: after any crash, the unfinished documents are exactly those left undone.
     """
     with conn.transaction():
         lock_named(conn, INBOX_LOCK)
+        listed_before = listing is not None
         if listing is None:
             listing = list(uploads.list())
         changes = diff(uploads, listing, _known(conn, span), span)
+        if changes.removed and listed_before:
+            # Listed before the lock was taken: an upload another process copied in and
+            # registered since is missing from it, yet there. Only what is gone retires.
+            there = {info.path for info in uploads.look(f.path for f in changes.removed).uploads}
+            changes.removed = [f for f in changes.removed if f.path not in there]
         inbox_files.upsert(conn, changes.added + changes.changed + changes.touched)
         if changes.removed:
             inbox_files.retire(conn, [f.partition_key for f in changes.removed])

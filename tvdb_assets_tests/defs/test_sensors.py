@@ -11,6 +11,7 @@ from tvdb_assets.definitions import defs
 from tvdb_assets.defs import runs
 from tvdb_assets.defs.partitions import DOCUMENTS, RANGE_END_TAG, RANGE_START_TAG
 from tvdb_assets.defs.resources import PostgresResource, UploadsResource
+from tvdb_assets.lib import store, sync
 from tvdb_assets.lib.ids import partition_key_for
 from tvdb_assets.lib.store import claims
 from tvdb_assets_tests import events
@@ -174,3 +175,24 @@ def test_runs_of_a_dead_tvdb_ingest_are_failed_and_free_their_queue_slots(
         assert instance.get_run_by_id(live_run.run_id).status == dg.DagsterRunStatus.STARTED  # type: ignore[union-attr]
         assert len(result.run_requests) == 1  # and the new upload is requested as usual
         alive.close()
+
+
+def test_a_file_registered_after_a_tick_listed_the_inbox_is_not_retired(project: Project):
+    """`tvdb ingest` copies a file in and registers it while a tick is between its listing
+    (taken before the inbox lock) and its comparison: the listing misses the file, which is
+    there all the same and stays registered. Once it is really gone, it retires."""
+    project.write("a.md", "# A\n\nAbout anchors.\n")
+    uploads = UploadsResource().client()
+    listed_by_the_tick = list(uploads.list())
+    project.write("b.md", "# B\n\nAbout buoys.\n")
+    with store.connect() as conn:
+        sync.refresh(conn, uploads)  # as `tvdb ingest` registers what it copied in
+
+        changes = sync.refresh(conn, uploads, listed_by_the_tick)
+
+        assert changes.removed == []
+        registered = conn.execute("SELECT path FROM inbox_files ORDER BY path").fetchall()
+        assert registered == [("a.md",), ("b.md",)]
+        (project.inbox / "b.md").unlink()
+        gone = sync.refresh(conn, uploads, list(uploads.list()))
+        assert [f.path for f in gone.removed] == ["b.md"]

@@ -2,10 +2,11 @@
 paid work starts (the run itself goes through `runner.rerun`, as `tvdb ingest` runs)."""
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import pandas as pd
 
-from tvdb_assets.lib import reruns, settings, store
+from tvdb_assets.lib import clients, reruns, store
 from tvdb_assets.lib.costs import budget, estimate
 from tvdb_assets.lib.settings import Mode
 from tvdb_assets.lib.store.inbox_files import InboxFile
@@ -49,9 +50,9 @@ def plan(reason: reruns.Reason, parser_mode: Mode, embedder_mode: Mode) -> Plan:
         files = reruns.select(conn, reason, built)
         result = Plan(reason, files, paid)
         if paid and files:
-            inbox = settings.uploads_dir()
+            uploads = clients.upload_store()  # the inbox, or the bucket
             cost_plan = estimate.Plan.for_modes(parser_mode, embedder_mode)
-            sources = [(f.shown, inbox / f.path) for f in files]
+            sources = [(f.shown, partial(uploads.read, f.path)) for f in files]
             result.costs, result.totals = estimate.estimate(
                 conn, sources, cost_plan, budget.from_env(), again=True
             )

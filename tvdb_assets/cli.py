@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, redirect_stderr
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -47,14 +48,20 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
     from tvdb_assets.lib import settings, store
     from tvdb_assets.lib.costs import budget, estimate
     from tvdb_assets.lib.ids import shown_path
-    from tvdb_assets.lib.intake import inbox_targets
+    from tvdb_assets.lib.intake import bucket_objects, inbox_targets
 
     parser_mode, embedder_mode = _modes(args)
-    inbox = settings.uploads_dir()
-    files = [
-        (shown_path(dest.relative_to(inbox).as_posix()), src)
-        for src, dest in inbox_targets([Path(p) for p in args.paths], inbox).pairs
-    ]
+    files: list[tuple[str, Callable[[], bytes]]]
+    if args.paths and args.paths[0].startswith("s3://"):
+        uploads, _, objects = bucket_objects(args.paths)
+        readable = [i.path for i in objects if i.refused is None]
+        files = [(shown_path(path), partial(uploads.read, path)) for path in readable]
+    else:
+        inbox = settings.uploads_dir()
+        files = [
+            (shown_path(dest.relative_to(inbox).as_posix()), src.read_bytes)
+            for src, dest in inbox_targets([Path(p) for p in args.paths], inbox).pairs
+        ]
     plan = estimate.Plan.for_modes(parser_mode, embedder_mode)
     with store.connect() as conn:
         table, totals = estimate.estimate(conn, files, plan, budget.from_env())
@@ -71,9 +78,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print("tvdb ingest: give s3:// URLs or local paths, not both", file=sys.stderr)
         return 2
     if args.dry_run:
-        if buckets:
-            print("tvdb ingest: --dry-run estimates local files only", file=sys.stderr)
-            return 2
         return cmd_dry_run(args)
     from tvdb_assets import dagster_env
     from tvdb_assets.lib import intake, workers

@@ -354,6 +354,13 @@ def test_ingest_from_a_bucket_and_links_that_download_then_expire(
         bucket.put(path, text)
     bucket.put(ODD[0], "# odd\n")
 
+    # A dry run reads and estimates the objects where they are, and stores nothing.
+    assert main(["ingest", "--dry-run", f"s3://{BUCKET}/inbox/"]) == 0
+    planned = capsys.readouterr().out
+    assert all(path in planned for path in GOOD) and ODD[0] not in planned
+    assert f"to_ingest: {len(GOOD)}" in planned
+    assert project.scalar("SELECT count(*) FROM inbox_files") == 0
+
     code = main(["ingest", f"s3://{BUCKET}/inbox/"])
     out = capsys.readouterr().out
 

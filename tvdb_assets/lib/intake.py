@@ -180,11 +180,21 @@ def take_in_bucket(urls: Sequence[str]) -> Intake:
     """`tvdb ingest s3://bucket/prefix`: the objects under each URL, read where they are
     (no copy), registered exactly as the sensor registers them. The URLs must lie in the
     uploads bucket (TVDB_S3_BUCKET, TVDB_S3_PREFIX), which every run and the sensor read."""
+    started = time.perf_counter()
+    uploads, listing, mine = bucket_objects(urls)
+    ours = {i.path for i in mine if i.refused is None}
+    # Refused keys are skipped here as a local ingest skips odd entries; the refresh also
+    # records an error row naming each, as the sensor does.
+    skipped = [(shown_path(i.path), why) for i in mine if (why := i.refused) is not None]
+    return _register(uploads, listing, ours, skipped, started)
+
+
+def bucket_objects(urls: Sequence[str]) -> tuple[S3Bucket, list[UploadInfo], list[UploadInfo]]:
+    """The uploads bucket, its listing, and the objects of it under the URLs."""
     # Here, not at the top: the clients' imports would cost every local ingest 0.4 s,
     # an unchanged one most of its time.
     from tvdb_assets.lib import clients
 
-    started = time.perf_counter()
     uploads = clients.upload_store()
     if not isinstance(uploads, S3Bucket):
         raise ConfigError(
@@ -198,12 +208,7 @@ def take_in_bucket(urls: Sequence[str]) -> Intake:
             f"{exc} (TVDB_S3_BUCKET, TVDB_S3_PREFIX): the runs and the sensor read that one"
         ) from None
     listing = list(uploads.list())
-    mine = [i for i in listing if any(_under(i.path, where) for where in wanted)]
-    ours = {i.path for i in mine if i.refused is None}
-    # Refused keys are skipped here as a local ingest skips odd entries; the refresh also
-    # records an error row naming each, as the sensor does.
-    skipped = [(shown_path(i.path), why) for i in mine if (why := i.refused) is not None]
-    return _register(uploads, listing, ours, skipped, started)
+    return uploads, listing, [i for i in listing if any(_under(i.path, w) for w in wanted)]
 
 
 def _under(path: str, where: str) -> bool:

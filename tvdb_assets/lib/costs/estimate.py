@@ -5,9 +5,8 @@ embedding cache and files already in the parse cache are free, as they would be 
 """
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import psycopg
@@ -47,19 +46,26 @@ class Plan:
 
 def estimate(
     conn: psycopg.Connection,
-    files: Sequence[tuple[str, Path]],
+    files: Sequence[tuple[str, Callable[[], bytes]]],
     plan: Plan,
     budget: Budget,
     again: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, float | int | str]]:
     """One row per document (path, status, pages, chunks, tokens, USD) and the totals.
-    `again`: the documents are to be run again (`tvdb backfill`), stored or not."""
+    `files`: each document's path in the uploads and what reads its bytes (a local file,
+    an object in the bucket). `again`: the documents are to be run again (`tvdb
+    backfill`), stored or not."""
     parser = LocalParser()
     known = documents.hashes_by_path(conn)
     rows = []
     seen_texts: set[str] = set()
-    for inbox_path, source in files:
-        data = source.read_bytes()
+    for inbox_path, read in files:
+        try:
+            data = read()
+        except OSError as exc:
+            reason = f"fails: cannot read ({exc.strerror or exc})"
+            rows.append((inbox_path, reason, 0, 0, 0, 0, 0, 0.0, 0.0))
+            continue
         sha = hashlib.sha256(data).hexdigest()
         if known.get(inbox_path) == sha and not again:
             rows.append((inbox_path, "unchanged", 0, 0, 0, 0, 0, 0.0, 0.0))

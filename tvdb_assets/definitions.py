@@ -21,7 +21,7 @@ def build_defs() -> dg.Definitions:
     batches = dg.BackfillPolicy.multi_run(settings.batch_size())
     return dg.Definitions(
         assets=[
-            uploads.merge_attributes(metadata={"inbox": str(settings.uploads_dir())}),
+            uploads.merge_attributes(metadata={"inbox": settings.uploads_place()}),
             *(
                 a.with_attributes(backfill_policy=batches)
                 for a in (parsed_documents, chunks, embeddings)

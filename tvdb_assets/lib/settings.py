@@ -48,6 +48,15 @@ def sweep_seconds() -> int:
     return int(os.environ.get("TVDB_S3_SWEEP_SECONDS", "0") or 0)
 
 
+def uploads_place() -> str:
+    """Where uploads come from, for people: the inbox folder, or `s3://bucket/prefix/`."""
+    bucket, prefix, _, _ = uploads_bucket()
+    if mode_from_env("TVDB_UPLOADS_MODE") == "mock" or not bucket:
+        return str(uploads_dir())
+    folder = prefix.strip("/")
+    return f"s3://{bucket}/{folder}/" if folder else f"s3://{bucket}/"
+
+
 def aws_credentials() -> tuple[str | None, str | None, str | None]:
     """AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN: the bucket's keys, from
     the environment only (never from a run's config). Unset: boto3's own chain (a role)."""

@@ -70,6 +70,12 @@ def test_the_catalog_shows_the_inbox_and_the_deployments_model(monkeypatch, tmp_
     defs = build_defs()
     uploads = defs.resolve_assets_def("uploads").metadata_by_key[dg.AssetKey("uploads")]
     assert uploads["inbox"] == str(tmp_path / "inbox")
+    # In bucket mode, the bucket (no client is made for it: the catalog loads offline).
+    monkeypatch.setenv("TVDB_UPLOADS_MODE", "real")
+    monkeypatch.setenv("TVDB_S3_BUCKET", "team-docs")
+    monkeypatch.setenv("TVDB_S3_PREFIX", "/inbox/reports")
+    uploads = build_defs().resolve_assets_def("uploads").metadata_by_key[dg.AssetKey("uploads")]
+    assert uploads["inbox"] == "s3://team-docs/inbox/reports/"
     embeddings = defs.resolve_assets_def("embeddings").metadata_by_key[dg.AssetKey("embeddings")]
     assert (embeddings["model"], embeddings["dims"]) == ("text-embedding-3-small", 1536)
 

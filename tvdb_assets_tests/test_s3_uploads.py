@@ -345,6 +345,17 @@ def test_the_sensor_acts_on_upload_notices_and_a_sweep_finds_what_none_told(
     swept = tick(defs, instance, json.dumps(an_hour_on), **hourly)
     assert [r.partition_key for r in swept.run_requests] == [partition_key_for("untold.md")]
     assert json.loads(swept.cursor or "{}")["swept_at"] > an_hour_on["swept_at"]
+    launch(defs, instance, swept)
+    # Sweeps of an unchanged bucket: the first settles on its listing, the next skips; each
+    # moves the time of the last sweep on, so the one after waits its hour again.
+    cursor = swept.cursor
+    for outcome in ("all stored", "inbox unchanged and stored (3 files)"):
+        due = {**json.loads(cursor or "{}"), "swept_at": time.time() - 3600}
+        result = tick(defs, instance, json.dumps(due), **hourly)
+        assert result.run_requests == [] and result.skip_message == outcome
+        cursor = result.cursor
+        assert json.loads(cursor or "{}")["swept_at"] > due["swept_at"]
+    assert "listed again in" in (tick(defs, instance, cursor, **hourly).skip_message or "")
 
 
 def test_ingest_from_a_bucket_and_links_that_download_then_expire(

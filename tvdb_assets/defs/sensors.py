@@ -183,7 +183,7 @@ def inbox_sensor(
     context: dg.SensorEvaluationContext,
     upload_store: UploadsResource,
     database: PostgresResource,
-) -> dg.SensorResult | dg.SkipReason:
+) -> dg.SensorResult:
     """Watches the inbox (or bucket): adds a partition per new upload and requests runs in
     batches.
 
@@ -199,7 +199,8 @@ def inbox_sensor(
     cursor = InboxCursor.parse(context.cursor)
     seen = look(uploads, cursor, database, upload_store, time.time())
     if seen.mark is not None and cursor.listing == seen.mark:
-        return dg.SkipReason(seen.unchanged)
+        # With the cursor: a sweep of an unchanged bucket is done until the next one is due.
+        return dg.SensorResult(skip_reason=seen.unchanged, cursor=seen.cursor.dump())
     instance = context.instance
     with database.connect() as conn:
         orphans = fail_orphaned_runs(instance, conn)

@@ -117,6 +117,7 @@ def upload_store(config: UploadSettings | None = None) -> UploadStore:
 
 def _llamaparse(config: ParserSettings, call: CallContext | None) -> Parser:
     from tvdb_assets.lib.parsing.llamaparse import LlamaParseParser
+    from tvdb_assets.lib.webhooks.parse_events import WebhookTarget
 
     if not config.api_key:  # real mode: each document fails saying so; hybrid: falls back
         return UnavailableParser("llamaparse", NO_KEY.format("LLAMA_CLOUD_API_KEY"))
@@ -132,6 +133,8 @@ def _llamaparse(config: ParserSettings, call: CallContext | None) -> Parser:
         check_interval=config.poll_seconds,
         concurrency=config.concurrency,
         max_bytes=config.max_file_mb * MB,
+        # The deployment's receiver and secret, from its environment (never run config).
+        webhook=WebhookTarget.from_env(),
     )
 
 

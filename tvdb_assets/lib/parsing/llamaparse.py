@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
@@ -89,12 +89,11 @@ class LlamaParseParser(ServiceClient, Parser):
         concurrency: int = 4,
         max_bytes: int = DEFAULT_MAX_BYTES,
         sleep: Callable[[float], None] = time.sleep,
-        webhook: WebhookTarget | None | Literal["env"] = "env",
+        webhook: WebhookTarget | None = None,
         events: ParseEvents | None = None,
     ) -> None:
-        """`webhook`: where jobs post their end ("env": as TVDB_LLAMAPARSE_WEBHOOK_URL and
-        TVDB_LLAMA_WEBHOOK_SECRET say; None: jobs are polled); `events`: where the parser
-        reads it (default: the pipeline database's `webhook_events`)."""
+        """`webhook`: where jobs post their end (None: jobs are polled); `events`: where the
+        parser reads it (default: the pipeline database's `webhook_events`)."""
         super().__init__(breaker=breaker, ledger=ledger, call=call, attempts=attempts, sleep=sleep)
         self.api_key = api_key
         self.base_url = base_url
@@ -106,7 +105,7 @@ class LlamaParseParser(ServiceClient, Parser):
         self.max_bytes = max_bytes
         self._sdk: LlamaCloud | None = None
         self._sdk_lock = threading.Lock()
-        self.webhook = WebhookTarget.from_env() if webhook == "env" else webhook
+        self.webhook = webhook
         self._events = events or (ParseEvents() if self.webhook is not None else None)
         self._withheld = _Withheld(self.webhook.secret) if self.webhook is not None else None
 

@@ -37,12 +37,23 @@ def warm(encoding: str = DEFAULT_ENCODING) -> None:
 
 @functools.cache
 def _token_lengths(encoding: str) -> npt.NDArray[np.int64]:
-    """Byte length of every token id (0 for ids that are not mergeable tokens)."""
+    """Byte length of every token id (0 for gaps in the vocab)."""
     enc = get_encoding(encoding)
     lengths = np.zeros(enc.n_vocab, dtype=np.int64)
-    for token in range(enc.n_vocab):
-        with contextlib.suppress(KeyError):  # ids of special tokens and gaps in the vocab
-            lengths[token] = len(enc.decode_single_token_bytes(token))
+    ranks = getattr(enc, "_mergeable_ranks", None)
+    if not isinstance(ranks, dict):
+        # Asking id by id takes 0.15 s for cl100k_base, in every fork server's start-up.
+        for token in range(enc.n_vocab):
+            with contextlib.suppress(KeyError):  # gaps in the vocab
+                lengths[token] = len(enc.decode_single_token_bytes(token))
+        return lengths
+    # The BPE table itself (token bytes -> id), read in one pass.
+    count = len(ranks)
+    lengths[np.fromiter(ranks.values(), np.int64, count)] = np.fromiter(
+        map(len, ranks), np.int64, count
+    )
+    for special in enc.special_tokens_set:
+        lengths[enc.encode_single_token(special)] = len(special.encode("utf-8"))
     return lengths
 
 

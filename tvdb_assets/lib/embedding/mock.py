@@ -13,8 +13,8 @@ Each text is summed on its own, so its vector never depends on its batch.
 """
 
 import re
+import string
 from functools import partial
-from itertools import chain
 
 import numpy as np
 import numpy.typing as npt
@@ -22,7 +22,12 @@ import numpy.typing as npt
 from tvdb_assets.lib import workers
 from tvdb_assets.lib.embedding.base import Embedder
 
-_WORD = re.compile(r"\w+")
+_NON_WORD = re.compile(r"\W+")
+# What `\w` leaves out of ASCII, as spaces: lower-cased ASCII text (most text) is cut into
+# words by a table and a split, three times faster than by the regex.
+_ASCII_NON_WORD = str.maketrans(
+    {c: " " for c in map(chr, range(128)) if c not in string.ascii_letters + string.digits + "_"}
+)
 _BIGRAM_WEIGHT = 0.5
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 # An odd multiplier has an inverse modulo 2**64: a word's sum can be scaled back to its start.
@@ -57,9 +62,9 @@ class MockEmbedder(Embedder):
 
 def vectors(dims: int, texts: list[str]) -> npt.NDArray[np.float32]:
     """The texts' vectors (not yet normalised), in one vectorised pass over all their words."""
-    words = [_WORD.findall(t.lower()) for t in texts]
-    lengths = np.fromiter(map(len, words), np.int64, len(words))
-    hashes = _hash_words(list(chain.from_iterable(words)))
+    words = [_words(t) for t in texts]
+    lengths = np.fromiter((w.count(" ") + 1 if w else 0 for w in words), np.int64, len(words))
+    hashes = _hash_joined(" ".join(w for w in words if w))
     rows = np.repeat(np.arange(len(texts), dtype=np.uint64), lengths)
     within = rows[:-1] == rows[1:]  # adjacent words of one text, not across two
     bigrams = _mix((hashes[:-1] * _GOLDEN) ^ hashes[1:])[within]
@@ -98,15 +103,28 @@ def _project(
     return summed.astype(np.float64, copy=False)  # bincount's stub says int
 
 
+def _words(text: str) -> str:
+    """The lower-cased text's words (runs of `\\w`), joined by single spaces."""
+    lower = text.lower()
+    if lower.isascii():
+        return " ".join(lower.translate(_ASCII_NON_WORD).split())
+    return _NON_WORD.sub(" ", lower).strip(" ")
+
+
 def _hash_words(words: list[str]) -> npt.NDArray[np.uint64]:
-    """Each word's hash: the sum of its bytes times powers of `_BASE` (mod 2**64), mixed.
+    return _hash_joined(" ".join(words))
+
+
+def _hash_joined(joined: str) -> npt.NDArray[np.uint64]:
+    """The hash of each space-separated word: the sum of its bytes times powers of `_BASE`
+    (mod 2**64), mixed.
 
     Byte i of the joined words weighs `_BASE**i`; a word's stretch of the running sum,
     scaled back by `_BASE**-start`, depends on its own bytes only, wherever it stands.
     """
-    if not words:
+    if not joined:
         return np.zeros(0, dtype=np.uint64)
-    data = np.frombuffer(" ".join(words).encode(), dtype=np.uint8)  # words hold no space
+    data = np.frombuffer(joined.encode(), dtype=np.uint8)
     gaps = np.flatnonzero(data == 32)
     starts = np.concatenate(([0], gaps + 1))
     ends = np.concatenate((gaps, [len(data)]))

@@ -9,10 +9,13 @@ from tvdb_assets.lib.parsing.base import char_limit
 
 PAGE_SEPARATOR = "\n\n"
 # Ligature glyphs break word search ("ﬁle" != "file"); PDFium marks a hyphen that breaks a
-# word at a line's end as U+0002; NULs come from broken font maps.
-_CLEANUP = str.maketrans(
-    {"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl"}
-    | {"\ufb05": "st", "\ufb06": "st", "\x02": "-", "\x00": None, "\r": None}
+# word at a line's end as U+0002; NULs come from broken font maps. No replacement holds a
+# character replaced, so the order does not matter.
+_CLEANUP = tuple(
+    (
+        {"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl"}
+        | {"\ufb05": "st", "\ufb06": "st", "\x02": "-", "\x00": "", "\r": ""}
+    ).items()
 )
 _MAX_CAUSE_CHARS = 80
 # Where the PDF spec lets the header and the end marker sit.
@@ -114,5 +117,9 @@ def _cause(exc: Exception) -> str:
 
 
 def _clean(text: str) -> str:
-    text = text.translate(_CLEANUP)
+    # What is there, replaced: `str.translate` looks every character of a non-ASCII page
+    # up in a table, a twentieth of the whole parse.
+    for glyph, replacement in _CLEANUP:
+        if glyph in text:
+            text = text.replace(glyph, replacement)
     return "\n".join(line.rstrip() for line in text.split("\n")).strip()

@@ -2,15 +2,14 @@
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 
 import numpy as np
 import psycopg
 
 from tvdb_assets.lib import ahead, settings, workers
-from tvdb_assets.lib.chunking import chunk_markdown
+from tvdb_assets.lib.chunking.rows import Cut, chunk_fields
 from tvdb_assets.lib.embedding import MockEmbedder
-from tvdb_assets.lib.ids import chunk_id, sha256_text
+from tvdb_assets.lib.ids import sha256_text
 from tvdb_assets.lib.store import chunks as chunk_store
 from tvdb_assets.lib.store import documents, ingest_errors
 from tvdb_assets.lib.store.chunks import ChunkRow
@@ -56,29 +55,18 @@ class ChunkSettings:
 
 
 def chunk_one(settings: ChunkSettings, document: DocumentRow) -> list[ChunkRow]:
-    pieces = chunk_markdown(
+    return [ChunkRow(*fields) for fields in chunk_fields(cut(settings, document))]
+
+
+def cut(settings: ChunkSettings, document: DocumentRow) -> Cut:
+    """What a worker is sent to chunk the document (`chunking.rows`)."""
+    return Cut(
+        document.partition_key,
         document.markdown,
-        page_starts=document.page_starts,
-        max_tokens=settings.max_tokens,
-        overlap_tokens=settings.overlap_tokens,
+        document.page_starts,
+        settings.max_tokens,
+        settings.overlap_tokens,
     )
-    rows = []
-    for piece in pieces:
-        text_hash = sha256_text(piece.text)
-        rows.append(
-            ChunkRow(
-                chunk_id(document.partition_key, piece.ord, text_hash),
-                document.partition_key,
-                piece.ord,
-                piece.heading_path,
-                piece.text,
-                text_hash,
-                piece.tokens,
-                piece.page_start,
-                piece.page_end,
-            )  # fmt: skip
-        )
-    return rows
 
 
 def chunk_batch(settings: ChunkSettings, documents: Sequence[DocumentRow]) -> list[list[ChunkRow]]:
@@ -91,7 +79,10 @@ def chunk_batch(settings: ChunkSettings, documents: Sequence[DocumentRow]) -> li
         if found is not None and found[0] == content_key(document):
             ready[document.partition_key] = found
     rest = [d for d in documents if d.partition_key not in ready]
-    computed = iter(workers.map_in_order(partial(chunk_one, settings), rest))
+    cuts = [cut(settings, d) for d in rest]
+    computed = (
+        [ChunkRow(*fields) for fields in rows] for rows in workers.map_in_order(chunk_fields, cuts)
+    )
     out: list[list[ChunkRow]] = []
     vectors: dict[Hashable, np.ndarray] = {}
     for document in documents:

@@ -4,21 +4,22 @@ stores a batch (`lib.ahead` holds the results until the stages take them)."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 import psycopg
 
 from tvdb_assets.lib import ahead, clients, workers
-from tvdb_assets.lib.embedding import MockEmbedder
+from tvdb_assets.lib.chunking.rows import ChunkFields, prepare
 from tvdb_assets.lib.parsing import Parser
-from tvdb_assets.lib.stages.chunk import ChunkSettings, chunk_one, content_key
+from tvdb_assets.lib.stages.chunk import ChunkSettings, cut
 from tvdb_assets.lib.stages.parse import parse_here, parsed_key
 from tvdb_assets.lib.store import inbox_files
 from tvdb_assets.lib.store.chunks import ChunkRow
 from tvdb_assets.lib.store.documents import DocumentRow
 from tvdb_assets.lib.store.inbox_files import InboxFile
 from tvdb_assets.lib.uploads import UploadStore
+
+PrepareResult = tuple[str, list[ChunkFields], np.ndarray | None]
 
 # Markdown characters whose mock vectors one job ahead makes (~16 MB of text, about 10,000
 # chunks, 60 MB of vectors): the vectors wait in memory until `embeddings` takes them.
@@ -118,22 +119,22 @@ def _prepare(
     for document in documents:
         budget -= len(document.markdown)
         items.append((document, mock_dims if budget >= 0 else None))
-    results = workers.map_all(partial(_prepare_one, settings), items)
+    results = workers.map_all(prepare, [(cut(settings, d), dims) for d, dims in items])
     job.publish(
         ("prepared", settings),
-        {d.partition_key: r for d, r in zip(documents, results, strict=True)},
+        {d.partition_key: _prepared(d, r) for d, r in zip(documents, results, strict=True)},
     )
 
 
-def _prepare_one(
-    settings: ChunkSettings, item: tuple[DocumentRow, int | None]
-) -> tuple[tuple[str, str], list[ChunkRow], np.ndarray | None]:
-    document, mock_dims = item
-    rows = chunk_one(settings, document)
-    if mock_dims is None or not rows:
-        return content_key(document), rows, None
-    vectors = MockEmbedder(mock_dims).embed([r.text for r in rows], [r.tokens for r in rows])
-    return content_key(document), rows, vectors
+def _prepared(
+    document: DocumentRow, result: PrepareResult | workers.Exceeded
+) -> tuple[tuple[str, str], list[ChunkRow], np.ndarray | None] | workers.Exceeded:
+    """A worker's plain values as what `chunk_batch` takes: the content they were cut
+    from, the rows, the vectors."""
+    if isinstance(result, workers.Exceeded):
+        return result  # never taken (`ahead.take`): the stage chunks it itself
+    markdown_sha, fields, vectors = result
+    return (document.partition_key, markdown_sha), [ChunkRow(*f) for f in fields], vectors
 
 
 def after_parse(

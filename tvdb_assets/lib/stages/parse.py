@@ -1,7 +1,5 @@
 """Stage 1: uploads parsed to markdown in `documents`, one error row per file that fails."""
 
-import hashlib
-import time
 from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
@@ -10,11 +8,11 @@ from functools import partial
 import psycopg
 
 from tvdb_assets.lib import ahead, services, settings, workers
-from tvdb_assets.lib.errors import BudgetExceeded, DocumentError, ServiceError, is_passing
+from tvdb_assets.lib.errors import DocumentError
 from tvdb_assets.lib.models import ParsedDocument
 from tvdb_assets.lib.parsing import Parser
-from tvdb_assets.lib.parsing.base import char_limit, storable
 from tvdb_assets.lib.parsing.detect import Kind, detect_kind
+from tvdb_assets.lib.parsing.upload import Failed, Parsed, parse_upload
 from tvdb_assets.lib.store import documents, inbox_files, ingest_errors, parse_cache
 from tvdb_assets.lib.store.documents import DocumentRow
 from tvdb_assets.lib.store.inbox_files import InboxFile
@@ -75,51 +73,25 @@ class ParseOutcome:
 def _parse_one(
     uploads: UploadStore, parser: Parser, file: InboxFile, cached: ParsedDocument | None = None
 ) -> ParseOutcome:
-    started = time.perf_counter()
-    try:
-        data = uploads.read(file.path)
-    except OSError as exc:
+    known = {file.sha256: cached} if cached is not None else None
+    return _outcome(file, parse_upload(uploads, parser, file.path, known))
+
+
+def _outcome(file: InboxFile, result: Parsed | Failed) -> ParseOutcome:
+    """A worker's plain result as the rows it stands for."""
+    if isinstance(result, Failed):
         error = IngestError(
-            file.partition_key,
-            file.shown,
-            "read",
-            f"cannot read upload ({exc.strerror})",
-            file.sha256,
-        )
-        return ParseOutcome(file, None, error, time.perf_counter() - started)
-    # The hash of the bytes actually parsed: the upload may have changed since it was listed.
-    sha = hashlib.sha256(data).hexdigest()
-    try:
-        parsed = (
-            cached
-            if cached is not None and sha == file.sha256
-            else storable(parser.parse(file.shown, data))
-        )
-    except DocumentError as exc:
-        error = IngestError(file.partition_key, file.shown, exc.stage, exc.reason, file.sha256)
-        return ParseOutcome(file, None, error, time.perf_counter() - started)
-    except (ServiceError, BudgetExceeded) as exc:
-        # Real mode: the service could not parse it now; this document fails, not the batch.
-        error = IngestError(
-            file.partition_key, file.shown, "parse", str(exc), file.sha256,
-            transient=is_passing(exc),
+            file.partition_key, file.shown, result.stage, result.reason, file.sha256,
+            transient=result.transient,
         )  # fmt: skip
-        return ParseOutcome(file, None, error, time.perf_counter() - started)
-    if len(parsed.markdown) > char_limit(len(data)):
-        # Checked for every parser, the paid ones too: such text would cost a fortune to embed.
-        reason = (
-            f"text far larger than the file ({len(parsed.markdown):,} characters from "
-            f"{len(data):,} bytes): a compression bomb?"
-        )
-        error = IngestError(file.partition_key, file.shown, "parse", reason, file.sha256)
-        return ParseOutcome(file, None, error, time.perf_counter() - started)
+        return ParseOutcome(file, None, error, result.seconds)
+    parsed = result.document
     document = DocumentRow(
-        file.partition_key, file.shown, sha, len(data), parsed.mime, parsed.parser,
-        parsed.pages, parsed.page_starts, parsed.markdown, parsed.fallback,
+        file.partition_key, file.shown, result.sha256, result.bytes, parsed.mime,
+        parsed.parser, parsed.pages, parsed.page_starts, parsed.markdown, parsed.fallback,
         parsed.fallback_reason,
     )  # fmt: skip
-    seconds = time.perf_counter() - started
-    return ParseOutcome(file, document, None, seconds, cached=parsed is cached)
+    return ParseOutcome(file, document, None, result.seconds, cached=result.cached)
 
 
 def parse_batch(
@@ -178,20 +150,24 @@ def parse_here(
     """A batch with any PDF or HTML, whose cost is not bounded by their size, goes through
     guarded workers: each document within a time and memory limit. Text and markdown alone
     need no guard and go as before (the pool if it pays)."""
-    work = partial(_parse_one, uploads, parser)
+    # The workers are sent paths and send back plain values (`parsing.upload`).
+    work = partial(parse_upload, uploads, parser)
+    paths = [f.path for f in files]
     if not any(_risky(uploads, f) for f in files):
-        return workers.map_in_order(work, files)
+        results = workers.map_in_order(work, paths)
+        return [_outcome(f, r) for f, r in zip(files, results, strict=True)]
     limits = workers.Limits(settings.parse_seconds(), settings.parse_memory_mb())
     outcomes = []
-    for file, result in zip(files, workers.map_guarded(work, files, limits), strict=True):
+    for file, result in zip(files, workers.map_guarded(work, paths, limits), strict=True):
         if isinstance(result, workers.Exceeded):
             reason = result.reason
             if result.limit:
                 detail = f"; {result.detail}" if result.detail else ""
                 reason += f" to parse (limits: TVDB_PARSE_TIMEOUT_S, _MEMORY_MB{detail})"
             error = IngestError(file.partition_key, file.shown, "parse", reason, file.sha256)
-            result = ParseOutcome(file, None, error, 0.0)
-        outcomes.append(result)
+            outcomes.append(ParseOutcome(file, None, error, 0.0))
+        else:
+            outcomes.append(_outcome(file, result))
     return outcomes
 
 
@@ -204,7 +180,7 @@ def _risky(uploads: UploadStore, file: InboxFile) -> bool:
     try:
         kind = detect_kind(file.shown, uploads.head(file.path))
     except (DocumentError, OSError):
-        return False  # fails at once in `_parse_one`, with its reason
+        return False  # fails at once in `parse_upload`, with its reason
     return kind in (Kind.PDF, Kind.HTML)
 
 

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from tvdb_assets.lib import ahead, stages, store, workers
+from tvdb_assets.lib.chunking.rows import chunk_fields
 from tvdb_assets.lib.embedding import MockEmbedder
 from tvdb_assets.lib.models import ParsedDocument
 from tvdb_assets.lib.parsing import LocalParser, Parser
-from tvdb_assets.lib.stages.chunk import chunk_one
+from tvdb_assets.lib.stages.chunk import cut
+from tvdb_assets.lib.store.chunks import ChunkRow
 from tvdb_assets.lib.store.inbox_files import InboxFile
 from tvdb_assets.lib.uploads import LocalInbox
 from tvdb_assets_tests.corpus import write_pdf
@@ -135,7 +137,8 @@ def test_the_next_batch_parsed_ahead_is_what_parsing_it_gives(inbox, tmp_path: P
     assert [(o.document, o.error) for o in outcomes[2:]] == expected[2:]
     assert outcomes[0].error is not None and outcomes[0].error.path == "broken.pdf"
     parsed = [o.document for o in outcomes if o.document]
-    assert stages.chunk_batch(settings, parsed) == [chunk_one(settings, d) for d in parsed]
+    one_by_one = [[ChunkRow(*f) for f in chunk_fields(cut(settings, d))] for d in parsed]
+    assert stages.chunk_batch(settings, parsed) == one_by_one
 
 
 def test_a_head_start_is_what_the_first_run_takes(inbox, tmp_path: Path) -> None:

@@ -75,7 +75,7 @@ def vectors(dims: int, texts: list[str]) -> npt.NDArray[np.float32]:
     for row in np.flatnonzero(lengths == 0):
         if squeezed := " ".join(texts[row].split()):
             # No words (punctuation, symbols): the squeezed text is the one feature.
-            feature = _hash_words([squeezed]) ^ _GOLDEN  # apart from the same word's
+            feature = _hash_joined(squeezed) ^ _GOLDEN  # apart from the same word's
             out[row] = _project(dims, 1, np.zeros(1, dtype=np.uint64), feature, 1.0)
     # Blank text, or features whose signed weights cancel out, would give a zero row:
     # use a fixed direction instead. The base class normalises the rows.
@@ -109,10 +109,6 @@ def _words(text: str) -> str:
     if lower.isascii():
         return " ".join(lower.translate(_ASCII_NON_WORD).split())
     return _NON_WORD.sub(" ", lower).strip(" ")
-
-
-def _hash_words(words: list[str]) -> npt.NDArray[np.uint64]:
-    return _hash_joined(" ".join(words))
 
 
 def _hash_joined(joined: str) -> npt.NDArray[np.uint64]:

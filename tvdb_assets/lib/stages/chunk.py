@@ -54,10 +54,6 @@ class ChunkSettings:
     overlap_tokens: int = field(default_factory=lambda: settings.chunking()[1])
 
 
-def chunk_one(settings: ChunkSettings, document: DocumentRow) -> list[ChunkRow]:
-    return [ChunkRow(*fields) for fields in chunk_fields(cut(settings, document))]
-
-
 def cut(settings: ChunkSettings, document: DocumentRow) -> Cut:
     """What a worker is sent to chunk the document (`chunking.rows`)."""
     return Cut(

@@ -42,6 +42,13 @@ def test_ingest_search_and_status(project: Project, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "0 new, 0 changed, 3 unchanged" in out and "0 run(s)" in out
 
+    # A mistyped path is one line and exit 2, for an ingest and a dry run alike.
+    for extra in ([], ["--dry-run"]):
+        assert main(["ingest", *extra, str(tmp_path / "handbok")]) == 2
+        err = capsys.readouterr().err
+        assert err.strip().endswith("handbok: no such file or directory"), err
+        assert "Traceback" not in err
+
 
 def test_dry_run_estimates_cost_without_calling_anything(
     project: Project, fake_openai, tmp_path, capsys, monkeypatch

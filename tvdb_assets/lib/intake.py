@@ -69,7 +69,8 @@ def inbox_targets(sources: Sequence[Path], inbox: Path) -> Targets:
         elif source.is_file():
             targets.pairs.append((source, inbox / source.parent.name / source.name))
         else:
-            raise FileNotFoundError(f"{shown_path(str(source))}: no such file or directory")
+            # A mistyped path: one line for the user (`tvdb ingest`), not a traceback.
+            raise ConfigError(f"{shown_path(str(source))}: no such file or directory")
     return targets
 
 

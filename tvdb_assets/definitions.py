@@ -9,6 +9,7 @@ from tvdb_assets.defs.resources import default_resources
 from tvdb_assets.defs.schedules import SCHEDULES
 from tvdb_assets.defs.sensors import inbox_sensor, ingest_job
 from tvdb_assets.lib import settings
+from tvdb_assets.lib.uploads.s3 import S3Location
 
 EXECUTORS = {"in_process": dg.in_process_executor, "multiprocess": dg.multiprocess_executor}
 
@@ -21,7 +22,7 @@ def build_defs() -> dg.Definitions:
     batches = dg.BackfillPolicy.multi_run(settings.batch_size())
     return dg.Definitions(
         assets=[
-            uploads.merge_attributes(metadata={"inbox": settings.uploads_place()}),
+            uploads.merge_attributes(metadata={"inbox": _uploads_place()}),
             *(
                 a.with_attributes(backfill_policy=batches)
                 for a in (parsed_documents, chunks, embeddings)
@@ -36,6 +37,15 @@ def build_defs() -> dg.Definitions:
         # unless a deployment spreads steps out (TVDB_EXECUTOR).
         executor=EXECUTORS[settings.executor()],
     )
+
+
+def _uploads_place() -> str:
+    """Where uploads come from, for the catalog: the inbox folder, or the bucket's URL (read
+    from the settings alone: no client is made, so the definitions load offline)."""
+    bucket, prefix, _, _ = settings.uploads_bucket()
+    if settings.mode_from_env("TVDB_UPLOADS_MODE") == "mock" or not bucket:
+        return str(settings.uploads_dir())
+    return S3Location(bucket, prefix).url
 
 
 defs = build_defs()

@@ -44,17 +44,9 @@ def uploads_bucket() -> tuple[str | None, str, str | None, str | None]:
 
 def sweep_seconds() -> int:
     """TVDB_S3_SWEEP_SECONDS: how often the sensor lists the whole bucket when upload notices
-    arrive by webhook (README "Uploads in a bucket"); 0, the default: every tick."""
+    arrive by webhook (README "The webhook receiver behind a proxy"); 0, the default: every
+    tick."""
     return int(os.environ.get("TVDB_S3_SWEEP_SECONDS", "0") or 0)
-
-
-def uploads_place() -> str:
-    """Where uploads come from, for people: the inbox folder, or `s3://bucket/prefix/`."""
-    bucket, prefix, _, _ = uploads_bucket()
-    if mode_from_env("TVDB_UPLOADS_MODE") == "mock" or not bucket:
-        return str(uploads_dir())
-    folder = prefix.strip("/")
-    return f"s3://{bucket}/{folder}/" if folder else f"s3://{bucket}/"
 
 
 def aws_credentials() -> tuple[str | None, str | None, str | None]:

@@ -113,6 +113,16 @@ class Project:
             row = conn.execute(query, params or None).fetchone()
         return row[0] if row else None
 
+    def billed(self, service: str) -> dict[str, tuple[int, float]]:
+        """Units and USD the ledger holds as billed for a service, per model (a tier)."""
+        with self.connect() as conn:
+            rows = conn.execute(
+                "SELECT model, sum(units), sum(usd) FROM cost_ledger "
+                "WHERE service = %s AND status = 'billed' GROUP BY model",
+                (service,),
+            ).fetchall()
+        return {model: (int(units), float(usd)) for model, units, usd in rows}
+
 
 @pytest.fixture
 def project(

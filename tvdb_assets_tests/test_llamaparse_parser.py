@@ -209,16 +209,6 @@ def test_a_malformed_result_fails_each_document_alone(
 # --- parse tiers ---------------------------------------------------------------------
 
 
-def ledger_by_tier(project: Project) -> dict[str, tuple[int, float]]:
-    """Pages and USD billed per tier, as the ledger has them."""
-    with project.connect() as conn:
-        rows = conn.execute(
-            "SELECT model, sum(units), sum(usd) FROM cost_ledger "
-            "WHERE service = 'llamaparse' AND status = 'billed' GROUP BY model"
-        ).fetchall()
-    return {tier: (int(pages), float(usd)) for tier, pages, usd in rows}
-
-
 def same_bill(ledger: dict[str, tuple[int, float]], invoice: dict[str, tuple[int, float]]):
     assert ledger.keys() == invoice.keys()
     for tier, (pages, usd) in invoice.items():
@@ -237,7 +227,7 @@ def test_the_run_config_tier_is_requested_and_booked_under_that_tier(
     assert all(job.version == "latest" for job in fake_llamaparse.jobs)
     # Three pages at 10 credits, $1.25 per 1,000: the service's bill, and the ledger's.
     assert fake_llamaparse.bill() == {"agentic": (3, pytest.approx(3 * 10 * 1.25 / 1000))}
-    same_bill(ledger_by_tier(project), fake_llamaparse.bill())
+    same_bill(project.billed("llamaparse"), fake_llamaparse.bill())
     with project.connect() as conn:
         parsers = {p for (p,) in conn.execute("SELECT parser FROM documents").fetchall()}
         cached = {p for (p,) in conn.execute("SELECT parser FROM parse_cache").fetchall()}
@@ -260,7 +250,7 @@ def test_each_tier_is_cached_and_billed_apart(
     assert fake_llamaparse.uploads == uploads  # the fast results were cached as fast ones
     invoice = fake_llamaparse.bill()
     assert invoice["cost_effective"][0] == invoice["fast"][0] == 3
-    same_bill(ledger_by_tier(project), invoice)
+    same_bill(project.billed("llamaparse"), invoice)
     # The fast tier writes text, not markdown: the text is stored all the same.
     survey = project.scalar(
         "SELECT markdown FROM documents WHERE path = 'copy/survey.pdf' "
@@ -280,7 +270,7 @@ def test_a_tier_the_budget_cannot_pay_is_refused_before_anything_is_sent(
 
     assert refused.ingested == 0 and len(refused.errors) == 2
     assert all("budget" in e.reason for e in refused.errors)
-    assert fake_llamaparse.requests == [] and ledger_by_tier(project) == {}
+    assert fake_llamaparse.requests == [] and project.billed("llamaparse") == {}
 
     shutil.copytree(reports, tmp_path / "hybrid")
     fell_back = ingest(llama_env, instance, tmp_path / "hybrid", "hybrid", tier="agentic_plus")
@@ -291,7 +281,7 @@ def test_a_tier_the_budget_cannot_pay_is_refused_before_anything_is_sent(
     shutil.copytree(reports, tmp_path / "cheaper")
     paid = ingest(llama_env, instance, tmp_path / "cheaper", "real", tier="cost_effective")
     assert paid.errors == [] and paid.ingested == 2
-    same_bill(ledger_by_tier(project), fake_llamaparse.bill())
+    same_bill(project.billed("llamaparse"), fake_llamaparse.bill())
 
 
 def test_failed_reads_are_retried_but_a_job_is_never_started_twice(
@@ -318,7 +308,7 @@ def test_failed_reads_are_retried_but_a_job_is_never_started_twice(
         "status": [500, 200],
         "result": [502, 200],
     }
-    same_bill(ledger_by_tier(project), fake_llamaparse.bill())
+    same_bill(project.billed("llamaparse"), fake_llamaparse.bill())
 
 
 def test_a_job_start_that_timed_out_is_not_retried_and_is_booked_as_billed(
@@ -371,7 +361,7 @@ def test_the_circuit_opens_on_an_outage_and_then_nothing_is_sent(
     with project.connect() as conn:
         fallbacks = conn.execute("SELECT count(*) FROM documents WHERE fallback").fetchone()
     assert fallbacks == (4,)
-    assert ledger_by_tier(project) == {}
+    assert project.billed("llamaparse") == {}
 
 
 def test_no_key_reaches_logs_rows_or_errors_on_any_path(

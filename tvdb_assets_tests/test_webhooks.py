@@ -360,15 +360,6 @@ def ingest(instance, source: Path, **config: object) -> runner.IngestSummary:
     return runner.ingest([source], instance, build_defs(), batch_size=200, run_config=run_config)
 
 
-def ledger(project: Project) -> dict[str, tuple[int, float]]:
-    with project.connect() as conn:
-        found = conn.execute(
-            "SELECT model, sum(units), sum(usd) FROM cost_ledger "
-            "WHERE service = 'llamaparse' AND status = 'billed' GROUP BY model"
-        ).fetchall()
-    return {tier: (int(pages), float(usd)) for tier, pages, usd in found}
-
-
 def test_real_parsing_completes_by_webhook_and_the_ledger_equals_the_bill(
     project, instance, webhook_parsing, tmp_path, caplog
 ):
@@ -392,7 +383,7 @@ def test_real_parsing_completes_by_webhook_and_the_ledger_equals_the_bill(
         assert config["webhook_url"].endswith("/webhooks/llamaparse")
     bill = fake.bill()
     assert bill["cost_effective"][0] == 3
-    assert ledger(project) == {
+    assert project.billed("llamaparse") == {
         tier: (pages, pytest.approx(usd, abs=1e-8)) for tier, (pages, usd) in bill.items()
     }
     assert [(source, event, consumed) for source, event, *_, consumed in rows(project)] == [
@@ -415,7 +406,7 @@ def test_a_failed_job_reported_by_webhook_is_a_clear_document_error(
     [error] = summary.errors
     assert "LlamaParse could not parse it (The file could not be read.)" in error.reason
     assert fake.wait_webhooks(1) and [d.event for d in fake.webhooks] == ["parse.error"]
-    assert ledger(project) == {}
+    assert project.billed("llamaparse") == {}
 
 
 def test_a_lost_delivery_costs_one_status_read(project, instance, webhook_parsing, tmp_path):
@@ -433,4 +424,4 @@ def test_a_lost_delivery_costs_one_status_read(project, instance, webhook_parsin
         "result",
     ]
     assert fake.webhooks == []
-    assert ledger(project) == {"cost_effective": (1, pytest.approx(3 * 1.25 / 1000))}
+    assert project.billed("llamaparse") == {"cost_effective": (1, pytest.approx(3 * 1.25 / 1000))}

@@ -82,14 +82,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from tvdb_assets import dagster_env
     from tvdb_assets.lib import intake, workers
 
+    if not buckets and intake.would_copy([Path(p) for p in args.paths]):
+        # A file to copy into the inbox is work to do: the workers' fork server boots
+        # (imports, the tokenizer) beside the database's start-up and Dagster's storage.
+        workers.start()
     dagster_env.prepare()
-    # A file copied into the inbox is work to do: the workers' fork server boots (imports,
-    # the tokenizer) from then on, while the intake goes on and Dagster loads. Objects in
-    # the bucket are read where they are, by the runs, as the sensor's runs read them.
+    # Objects in the bucket are read where they are, by the runs, as the sensor's runs
+    # read them.
     taken = (
-        intake.take_in_bucket(buckets)
-        if buckets
-        else intake.take_in([Path(p) for p in args.paths], on_copy=workers.start)
+        intake.take_in_bucket(buckets) if buckets else intake.take_in([Path(p) for p in args.paths])
     )
     if not taken.has_work:  # everything stored already: no run, no need to load Dagster at all
         return _report(intake.summarize(taken, [], []))

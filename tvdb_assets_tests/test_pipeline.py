@@ -8,7 +8,7 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 
 from tvdb_assets import runner
 from tvdb_assets.definitions import defs
-from tvdb_assets.lib import stages, store
+from tvdb_assets.lib import intake, stages, store
 from tvdb_assets.lib.embedding import MockEmbedder
 from tvdb_assets.lib.embedding.unavailable import UnavailableEmbedder
 from tvdb_assets.lib.ids import partition_key_for
@@ -110,10 +110,12 @@ def test_corpus_ingests_with_one_vector_per_chunk(project: Project, instance, tm
 def test_unchanged_reingest_launches_nothing(project: Project, instance, tmp_path):
     source = tmp_path / "kb"
     write_corpus(source)
+    assert intake.would_copy([source])  # `tvdb ingest` starts its workers at once
     ingest(source, instance)
     before = {t: table_count(project, t) for t in ("documents", "chunks", "embeddings")}
     runs_before = len(instance.get_run_records())
 
+    assert not intake.would_copy([source])  # and here starts none
     again = ingest(source, instance)
 
     assert again.runs == [] and again.unchanged == 4 and again.new == 0

@@ -7,7 +7,7 @@ Free of Dagster, so an ingest with nothing new to do finishes without loading it
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,27 +116,34 @@ def _file_problem(path: Path, source: Path) -> str | None:
     return None
 
 
-def copy_into_inbox(
-    sources: Sequence[Path], inbox: Path, on_copy: Callable[[], None] | None = None
-) -> Targets:
+def copy_into_inbox(sources: Sequence[Path], inbox: Path) -> Targets:
     """Copy the sources into the inbox; return what was taken and what was skipped.
 
     A file whose copy already has the same size and mtime is left alone, so re-ingesting an
-    unchanged corpus touches nothing. `on_copy` is called before the first file is copied.
+    unchanged corpus touches nothing.
     """
     targets = inbox_targets(sources, inbox)
     for src, dest in targets.pairs:
-        stat = src.stat()
-        if dest.exists():
-            existing = dest.stat()
-            if (existing.st_size, existing.st_mtime_ns) == (stat.st_size, stat.st_mtime_ns):
-                continue
-        if on_copy is not None:
-            on_copy()
-            on_copy = None
+        if _copied_already(src, dest):
+            continue
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dest)
     return targets
+
+
+def would_copy(sources: Sequence[Path]) -> bool:
+    """Whether taking these sources in would copy a file into the inbox: then there is work
+    for the workers. Asks the file system only, so it can be asked before the database is up."""
+    targets = inbox_targets(sources, settings.uploads_dir())
+    return any(not _copied_already(src, dest) for src, dest in targets.pairs)
+
+
+def _copied_already(src: Path, dest: Path) -> bool:
+    """The inbox holds a copy of `src` with its size and mtime."""
+    if not dest.exists():
+        return False
+    theirs, ours = src.stat(), dest.stat()
+    return (ours.st_size, ours.st_mtime_ns) == (theirs.st_size, theirs.st_mtime_ns)
 
 
 @dataclass
@@ -160,7 +167,7 @@ class Intake:
         return bool(self.wanted or self.changes.removed or self.orphaned_runs)
 
 
-def take_in(sources: Sequence[Path], on_copy: Callable[[], None] | None = None) -> Intake:
+def take_in(sources: Sequence[Path]) -> Intake:
     started = time.perf_counter()
     mode = settings.mode_from_env("TVDB_UPLOADS_MODE")
     if mode != "mock":
@@ -172,7 +179,7 @@ def take_in(sources: Sequence[Path], on_copy: Callable[[], None] | None = None) 
         )
     inbox = settings.uploads_dir()
     inbox.mkdir(parents=True, exist_ok=True)
-    targets = copy_into_inbox(sources, inbox, on_copy)
+    targets = copy_into_inbox(sources, inbox)
     ours = {dest.relative_to(inbox).as_posix() for _, dest in targets.pairs}
     return _register(LocalInbox(inbox), None, ours, targets.skipped, started)
 

@@ -12,12 +12,14 @@ import multiprocessing
 import os
 import resource
 import signal
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, TypeVar
 
 from tvdb_assets.lib import settings
@@ -29,6 +31,7 @@ R = TypeVar("R")
 MIN_ITEMS_FOR_POOL = 16
 
 WORKER_NICENESS = 10
+FEED_SWITCH_SECONDS = 0.001
 
 
 def worker_count() -> int:
@@ -138,35 +141,50 @@ class Pool:
     ) -> list[R | Exceeded]:
         results: list[Any] = [None] * len(items)
         pending = deque(enumerate(items))
-        idle = list(self._workers)
-        busy: dict[Connection, tuple[_Worker, int, float]] = {}
         seconds = limits.seconds if limits else float("inf")
         memory_mb = limits.memory_mb if limits else None
+        sent: dict[_Worker, _Sent] = {}
         try:
-            while pending or busy:
-                while idle and pending:
-                    worker = idle.pop()
-                    index, item = pending.popleft()
-                    worker.send(function, item, memory_mb)
-                    busy[worker.conn] = (worker, index, time.monotonic() + seconds)
-                first = min(deadline for _, _, deadline in busy.values())
+            while pending or sent:
+                for worker in self._workers:
+                    _top_up(worker, sent, pending, function, memory_mb, seconds)
+                first = min(s.deadline for s in sent.values())
                 timeout = None if first == float("inf") else max(0.0, first - time.monotonic())
-                for conn in wait(list(busy), timeout=timeout):
-                    worker, index, _ = busy.pop(conn)  # type: ignore[arg-type]
-                    results[index] = worker.receive(memory_mb)
-                    idle.append(worker if worker.alive() else self._replace(worker))
+                by_conn = {worker.conn: worker for worker in sent}
+                for conn in wait(list(by_conn), timeout=timeout):
+                    worker = by_conn[conn]  # type: ignore[index]
+                    results[sent[worker].indices.popleft()] = worker.receive(memory_mb)
+                    if worker.alive():
+                        sent[worker].deadline = time.monotonic() + seconds  # the next one
+                    else:
+                        self._retire(worker, sent, pending, items)
                 now = time.monotonic()
-                for conn, (worker, index, deadline) in list(busy.items()):
-                    if now >= deadline:
-                        del busy[conn]
-                        results[index] = Exceeded(f"took longer than {seconds:g} s", limit=True)
-                        idle.append(self._replace(worker))
+                for worker, out in list(sent.items()):
+                    if not out.indices:
+                        del sent[worker]  # idle: topped up again on the next round
+                    elif now >= out.deadline:
+                        late = out.indices.popleft()
+                        results[late] = Exceeded(f"took longer than {seconds:g} s", limit=True)
+                        self._retire(worker, sent, pending, items)
         finally:
             # Interrupted (Ctrl-C, a lost database): workers still on an item are replaced,
             # so the next map never reads a stale reply.
-            for worker, _, _ in busy.values():
+            for worker in sent:
                 self._replace(worker)
         return results
+
+    def _retire(
+        self,
+        worker: "_Worker",
+        sent: dict["_Worker", "_Sent"],
+        pending: deque[tuple[int, Any]],
+        items: Sequence[Any],
+    ) -> None:
+        """Replace a worker that was killed or died; what waited in its pipe, never begun,
+        goes back to the front of the queue."""
+        for index in reversed(sent.pop(worker).indices):
+            pending.appendleft((index, items[index]))
+        self._replace(worker)
 
     def _replace(self, worker: "_Worker") -> "_Worker":
         worker.stop()
@@ -177,6 +195,49 @@ class Pool:
     def close(self) -> None:
         for worker in self._workers:
             worker.stop()
+
+
+# Items a worker holds at once: the one it works on, and the next, waiting in its pipe. A
+# worker done with one starts the next at once, instead of idling until this process (busy
+# with Dagster, its GIL taken) reads the reply and sends another: that wait cost the
+# workers a third of their time in an ingest.
+QUEUED = 2
+# The next item waits in the pipe only when it is this small: a larger one could fill the
+# pipe while the worker is writing its reply, and each would wait on the other for ever.
+QUEUED_BYTES = 64 * 1024
+
+
+@dataclass
+class _Sent:
+    """The items one worker was sent and has not answered, the one it works on first."""
+
+    indices: deque[int]
+    deadline: float  # when the first must be done
+
+
+def _top_up(
+    worker: "_Worker",
+    sent: dict["_Worker", _Sent],
+    pending: deque[tuple[int, Any]],
+    function: Callable,
+    memory_mb: int | None,
+    seconds: float,
+) -> None:
+    """Send `worker` the next items until it holds `QUEUED` (only one when they are large)."""
+    while pending:
+        out = sent.get(worker)
+        if out is not None and len(out.indices) >= QUEUED:
+            return
+        index, item = pending[0]
+        message = ForkingPickler.dumps((function, item, memory_mb))
+        if out is not None and len(message) > QUEUED_BYTES:
+            return
+        pending.popleft()
+        worker.conn.send_bytes(message)
+        if out is None:
+            sent[worker] = _Sent(deque([index]), time.monotonic() + seconds)
+        else:
+            out.indices.append(index)
 
 
 _POOL: Pool | None = None
@@ -190,6 +251,10 @@ def _pool() -> Pool:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
+            # This process feeds the workers from one thread while another (a Dagster run)
+            # keeps busy: at Python's default 5 ms, every reply waits up to that long for
+            # the GIL before it is read and the worker is sent its next item.
+            sys.setswitchinterval(FEED_SWITCH_SECONDS)
             _POOL = Pool(worker_count(), _preload)
             atexit.register(_POOL.close)
         return _POOL
@@ -201,9 +266,6 @@ class _Worker:
         self.process = context.Process(target=_serve, args=(child,), daemon=True)
         self.process.start()
         child.close()
-
-    def send(self, function: Callable, item: Any, memory_mb: int | None) -> None:
-        self.conn.send((function, item, memory_mb))
 
     def receive(self, memory_mb: int | None) -> Any:
         try:

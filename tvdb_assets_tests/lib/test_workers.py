@@ -24,6 +24,8 @@ def behave(item: str) -> object:
         os._exit(3)
     elif item == "raise":
         raise ValueError("no such table")
+    elif item == "nap":
+        time.sleep(1.2)
     return (item, os.getpid())
 
 
@@ -36,6 +38,14 @@ def test_each_bad_item_fails_alone_with_its_reason_and_the_rest_go_on() -> None:
     assert failed["hungry"] == Exceeded("needed more than 64 MB", limit=True)
     assert failed["crash"] == Exceeded("needed more than 64 MB", True, "the worker stopped: exit 3")
     assert failed["raise"] == Exceeded("parser failed (ValueError: no such table)")
+
+
+def test_an_item_waiting_behind_another_gets_its_whole_time() -> None:
+    # Each worker is sent its next item before it is done with the one it works on; the
+    # time limit of that next one counts from when the worker takes it up.
+    naps = ["nap"] * (2 * workers.worker_count())
+    results = workers.map_guarded(behave, naps, Limits(seconds=2, memory_mb=64))
+    assert [r[0] for r in results] == naps  # type: ignore[index]
 
 
 def test_the_pool_outlives_a_batch_and_a_replaced_worker() -> None:

@@ -336,6 +336,13 @@ def test_data_quality_checks_run_with_each_batch(project: Project, instance, tmp
     assert check_results(blank) == {"documents_are_not_empty": False}
     found = check_metadata(blank, "documents_are_not_empty")
     assert (found["empty_documents"], found["examples"]) == (1, path)
+    # Blank however long; and text after a long blank start is text.
+    with project.connect() as conn:
+        for markdown, blank_ones in ((" " * 5000, [path]), (" " * 5000 + "x", [])):
+            conn.execute(
+                "UPDATE documents SET markdown = %s WHERE partition_key = %s", (markdown, key)
+            )
+            assert store.documents.empty_paths(conn, [key]) == blank_ones
 
 
 def test_the_hnsw_index_is_built_at_the_threshold_and_used_by_search(

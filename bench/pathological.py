@@ -29,7 +29,7 @@ def cases(n: int) -> dict[str, tuple[str, str]]:
 
 # Each time is the best of this many: a single run of a few hundredths of a second moves
 # by half with whatever else the machine does, enough to fake a ratio.
-REPEATS = 3
+REPEATS = 5
 
 
 def _seconds(name: str, text: str) -> float:

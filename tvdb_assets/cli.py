@@ -87,8 +87,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         # (imports, the tokenizer) beside the database's start-up and Dagster's storage.
         workers.start()
     dagster_env.prepare()
-    # Objects in the bucket are read where they are, by the runs, as the sensor's runs
-    # read them.
+    # Local files are copied into the inbox; objects in the bucket are read where they
+    # are, by the runs, as the sensor's runs read them.
     taken = (
         intake.take_in_bucket(buckets) if buckets else intake.take_in([Path(p) for p in args.paths])
     )

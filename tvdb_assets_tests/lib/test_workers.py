@@ -48,6 +48,21 @@ def test_an_item_waiting_behind_another_gets_its_whole_time() -> None:
     assert [r[0] for r in results] == naps  # type: ignore[index]
 
 
+def started(item: str) -> tuple[str, float]:
+    begun = time.time()
+    time.sleep(0.2)
+    return item, begun
+
+
+def test_the_largest_items_go_first_and_results_keep_their_order() -> None:
+    # A map must not end on its biggest document while the other workers idle.
+    items = [f"small{n}" for n in range(6)] + ["big"]
+    results = workers.map_all(started, items, sizes=[1] * 6 + [100])
+    assert [item for item, _ in results] == items  # type: ignore[misc]
+    first = sorted(results, key=lambda r: r[1])[: workers.worker_count()]  # type: ignore[index]
+    assert "big" in [item for item, _ in first]  # type: ignore[misc]
+
+
 def test_the_pool_outlives_a_batch_and_a_replaced_worker() -> None:
     first = workers.map_guarded(behave, [f"x{n}" for n in range(8)], LIMITS)
     workers.map_guarded(behave, ["slow"], Limits(seconds=0.5, memory_mb=64))

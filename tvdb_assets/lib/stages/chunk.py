@@ -76,8 +76,10 @@ def chunk_batch(settings: ChunkSettings, documents: Sequence[DocumentRow]) -> li
             ready[document.partition_key] = found
     rest = [d for d in documents if d.partition_key not in ready]
     cuts = [cut(settings, d) for d in rest]
+    sizes = [len(c.markdown) for c in cuts]
     computed = (
-        [ChunkRow(*fields) for fields in rows] for rows in workers.map_in_order(chunk_fields, cuts)
+        [ChunkRow(*fields) for fields in rows]
+        for rows in workers.map_in_order(chunk_fields, cuts, sizes)
     )
     out: list[list[ChunkRow]] = []
     vectors: dict[Hashable, np.ndarray] = {}

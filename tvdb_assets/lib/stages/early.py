@@ -119,7 +119,11 @@ def _prepare(
     for document in documents:
         budget -= len(document.markdown)
         items.append((document, mock_dims if budget >= 0 else None))
-    results = workers.map_all(prepare, [(cut(settings, d), dims) for d, dims in items])
+    results = workers.map_all(
+        prepare,
+        [(cut(settings, d), dims) for d, dims in items],
+        [len(d.markdown) for d, _ in items],
+    )
     job.publish(
         ("prepared", settings),
         {d.partition_key: _prepared(d, r) for d, r in zip(documents, results, strict=True)},

@@ -154,11 +154,12 @@ def parse_here(
     work = partial(parse_upload, uploads, parser)
     paths = [f.path for f in files]
     if not any(_risky(uploads, f) for f in files):
-        results = workers.map_in_order(work, paths)
+        results = workers.map_in_order(work, paths, [f.bytes for f in files])
         return [_outcome(f, r) for f, r in zip(files, results, strict=True)]
     limits = workers.Limits(settings.parse_seconds(), settings.parse_memory_mb())
     outcomes = []
-    for file, result in zip(files, workers.map_guarded(work, paths, limits), strict=True):
+    guarded = workers.map_guarded(work, paths, limits, [f.bytes for f in files])
+    for file, result in zip(files, guarded, strict=True):
         if isinstance(result, workers.Exceeded):
             reason = result.reason
             if result.limit:

@@ -1,9 +1,9 @@
 """Prepare the environment every Dagster process of this project runs in.
 
 Called by `tvdb` (CLI and `tvdb dev`) and the tests before a Dagster instance is loaded:
-it settles the database URLs, writes a `dagster.yaml` that reads its storage URL from the
-environment (so no secret is written to disk), and sets the two settings that make
-per-document partitions cheap (README "Performance").
+it settles the database URLs, migrates the pipeline's schema, writes a `dagster.yaml` that
+reads its storage URL from the environment (so no secret is written to disk), and sets the
+two settings that make per-document partitions cheap (README "Performance").
 """
 
 import os
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tvdb_assets.lib import database, settings
+from tvdb_assets.lib.store import connection
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -37,6 +38,7 @@ def prepare() -> Path:
     # Child processes (webserver, daemon, run workers) must reach the same server without
     # each starting their own embedded one.
     os.environ["TVDB_DATABASE_URL"] = database.database_url()
+    connection.ensure_schema()
     storage_url = database.dagster_storage_url()
     os.environ["TVDB_DAGSTER_PG_URL"] = storage_url
     database.ensure_database(storage_url)

@@ -40,6 +40,12 @@ def open_connection(url: str | None = None, autocommit: bool = False) -> psycopg
     return conn
 
 
+def ensure_schema(url: str | None = None) -> None:
+    """Migrate the schema now, at start-up, rather than on the first connection a command's
+    work opens."""
+    open_connection(url).close()
+
+
 def lock_partitions(conn: psycopg.Connection, partition_keys: Sequence[str]) -> None:
     """Hold these documents until the caller's transaction ends.
 

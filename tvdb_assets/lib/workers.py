@@ -159,9 +159,7 @@ class Pool:
     ) -> list[R | Exceeded]:
         results: list[Any] = [None] * len(items)
         seconds = limits.seconds if limits else float("inf")
-        feed = _Feed(function, items, limits.memory_mb if limits else None, seconds)
-        if sizes is not None:
-            feed.pending = deque(sorted(feed.pending, key=lambda index: -sizes[index]))
+        feed = _Feed(function, items, sizes, limits.memory_mb if limits else None, seconds)
         try:
             while feed.pending or feed.sent:
                 for worker in self._workers:
@@ -227,13 +225,19 @@ class _Feed:
     """One map's items on their way to the workers, and who holds which."""
 
     def __init__(
-        self, function: Callable, items: Sequence[Any], memory_mb: int | None, seconds: float
+        self,
+        function: Callable,
+        items: Sequence[Any],
+        sizes: Sequence[int] | None,
+        memory_mb: int | None,
+        seconds: float,
     ) -> None:
         self.function = function
         self.items = items
         self.memory_mb = memory_mb
         self.seconds = seconds
-        self.pending = deque(range(len(items)))
+        order = range(len(items))
+        self.pending = deque(order if sizes is None else sorted(order, key=lambda i: -sizes[i]))
         self.sent: dict[_Worker, _Sent] = {}
         self._ready: tuple[int, bytes] | None = None  # the next item, already pickled
 
